@@ -1,0 +1,1 @@
+"""Sub-commands of the ``metaembed`` CLI; each module exposes ``register(subparsers)``."""
