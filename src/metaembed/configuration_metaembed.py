@@ -9,6 +9,7 @@ vectors and the first ``r_c`` candidate vectors.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Sequence
 from typing import Any
@@ -109,7 +110,11 @@ class MetaEmbedConfig(PretrainedConfig):
                     f"backbone_config must name a model_type that transformers knows, got {model_type!r}."
                 )
             backbone_config = CONFIG_MAPPING[model_type](**backbone_config)
-        elif not isinstance(backbone_config, PretrainedConfig):
+        elif isinstance(backbone_config, PretrainedConfig):
+            # A copy: PretrainedConfig.__init__ below resets the attention implementation of sub-configs, which
+            # must not leak into the caller's (possibly live) backbone config.
+            backbone_config = copy.deepcopy(backbone_config)
+        else:
             raise TypeError(
                 f"backbone_config must be a PretrainedConfig or a dict with 'model_type', got {type(backbone_config)}."
             )

@@ -131,7 +131,12 @@ class MetaEmbedModel(MetaEmbedPreTrainedModel):
 
     def __init__(self, config: MetaEmbedConfig, backbone: PreTrainedModel | None = None):
         super().__init__(config)
-        self.backbone = backbone if backbone is not None else AutoModel.from_config(config.backbone_config)
+        if backbone is not None:
+            # Share the live backbone's config, whose attention implementation is already resolved.
+            self.config.backbone_config = backbone.config
+        self.backbone = (
+            backbone if backbone is not None else AutoModel.from_config(self.config.backbone_config)
+        )
         self.meta_tokens = nn.Embedding(config.num_meta_tokens, config.hidden_size)
         self.projection = (
             nn.Linear(config.hidden_size, config.embedding_dim) if config.embedding_dim is not None else None

@@ -146,15 +146,19 @@ class MetaEmbedProcessor:
     def _load_image(self, image: Any, index: int) -> Any:
         from PIL import Image, ImageOps
 
+        source = "in-memory image"
         if isinstance(image, (str, os.PathLike)):
             path = os.fspath(image)
+            source = repr(path)
             try:
                 previous_limit = Image.MAX_IMAGE_PIXELS
                 Image.MAX_IMAGE_PIXELS = None  # decoded at reduced size below, never at full resolution
                 try:
                     with Image.open(path) as opened:
+                        # JPEGs decode directly at a reduced scale: a huge file never fills memory.
                         opened.draft("RGB", self._target_size(opened.size))
-                        loaded = opened.convert("RGB")
+                        opened.load()
+                        loaded = opened
                 finally:
                     Image.MAX_IMAGE_PIXELS = previous_limit
             except (OSError, ValueError, SyntaxError) as error:
@@ -166,13 +170,16 @@ class MetaEmbedProcessor:
                 f"Item {index}: expected a PIL image or an image path for 'image', got {type(image).__name__}."
             )
         try:
-            loaded = ImageOps.exif_transpose(loaded).convert("RGB")
-        except OSError as error:
-            raise ValueError(f"Item {index}: cannot decode image: {error}") from error
-        width, height = self._target_size(loaded.size)
-        if (width, height) != loaded.size:
-            loaded = loaded.resize((width, height), Image.Resampling.BICUBIC, reducing_gap=3.0)
-        return loaded
+            loaded = ImageOps.exif_transpose(loaded)
+            if loaded.mode not in ("RGB", "L"):
+                loaded = loaded.convert("RGB")
+            width, height = self._target_size(loaded.size)
+            if (width, height) != loaded.size:
+                # Downscale before any full-resolution copy: memory stays bounded by the output size.
+                loaded = loaded.resize((width, height), Image.Resampling.BICUBIC, reducing_gap=3.0)
+            return loaded.convert("RGB")
+        except (OSError, ValueError) as error:
+            raise ValueError(f"Item {index}: cannot decode {source}: {error}") from error
 
     def _target_size(self, size: tuple[int, int]) -> tuple[int, int]:
         width, height = size
@@ -274,8 +281,10 @@ class MetaEmbedProcessor:
             tokenizer_kwargs.update(truncation=True, max_length=self.max_length)
         if self.is_multimodal:
             if images:
+                image_size = dict(getattr(self.backbone_processor.image_processor, "size", None) or {})
+                image_size["longest_edge"] = self.max_pixels
                 batch = self.backbone_processor(
-                    text=texts, images=images, max_pixels=self.max_pixels, **tokenizer_kwargs
+                    text=texts, images=images, images_kwargs={"size": image_size}, **tokenizer_kwargs
                 )
             else:
                 batch = self.backbone_processor(text=texts, **tokenizer_kwargs)
