@@ -97,7 +97,9 @@ def test_upload_plan_is_complete(checkpoint):
     assert push_checkpoint(checkpoint, REPO_ID, dry_run=True).files == plan.files
 
 
-@pytest.mark.parametrize("removed", ["modeling_metaembed.py", "modules.json", "model.safetensors", "README.md"])
+@pytest.mark.parametrize(
+    "removed", ["modeling_metaembed.py", "modules.json", "model.safetensors", "README.md"]
+)
 def test_upload_plan_names_missing_files(checkpoint, tmp_path, removed):
     copy = copy_plan(upload_plan(checkpoint), tmp_path / "copy")
     os.remove(copy / removed)
