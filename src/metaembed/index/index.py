@@ -341,6 +341,21 @@ class MetaEmbedIndex:
         scales = None if segment.scales is None else segment.scales[:length, row]
         return dequantize(segment.vectors[:length, row], scales).cpu()
 
+    def prefix(self, r_c: int | None = None) -> list[tuple[Tensor, Tensor | None]]:
+        """The stored vectors a search at budget ``r_c`` reads: per segment, views (no copies) of the
+        budget-major prefix ``vectors[:r_c]`` (``[r_c, n, d]``, storage dtype, contiguous) and of its
+        float32 scales ``[r_c, n]`` (None unless int8 / float8).
+
+        Example:
+            >>> index = MetaEmbedIndex(dim=4, max_candidate_vectors=3, dtype="float32")
+            >>> index.extend(["a", "b"], torch.arange(24.0).view(2, 3, 4))
+            >>> [(tuple(v.shape), v.is_contiguous()) for v, _ in index.prefix(2)]
+            [((2, 2, 4), True)]
+        """
+        r_c = self.max_candidate_vectors if r_c is None else self._check_rc(r_c)
+        self._seal()
+        return [(s.vectors[:r_c], None if s.scales is None else s.scales[:r_c]) for s in self._segments]
+
     def get_metadata(self, item_id: str) -> Any:
         """The metadata stored with an item."""
         if item_id not in self._positions:
