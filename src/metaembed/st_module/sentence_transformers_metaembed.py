@@ -114,11 +114,12 @@ def _dim(side: torch.Tensor | list[torch.Tensor]) -> int | None:
 
 
 def _take_prefix(side: torch.Tensor | list[torch.Tensor], count: int | None, role: str, vector_axis: int = 1):
-    """The first `count` vectors of every item; an item holding fewer is a ValueError."""
+    """The first `count` vectors of every item; an item holding fewer (but some) is a ValueError. Items without any
+    vector stay empty: they score as documents that never win."""
     if count is None:
         return side
     widths = [item.shape[0] for item in side] if isinstance(side, list) else [side.shape[vector_axis]]
-    narrowest = min(widths, default=count)
+    narrowest = min((w for w in widths if w > 0), default=count)
     if narrowest < count:
         raise ValueError(
             f"The budget asks for {count} {role} vectors but some {role} embeddings hold only {narrowest}; "
