@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from PIL import Image
 
 from metaembed import MetaEmbedConfig, MetaEmbedModel, maxsim_scores
 from metaembed.testing import FAMILIES, VLM_FAMILIES, build_tiny_metaembed
@@ -263,3 +264,29 @@ def test_from_backbone_keeps_pretrained_weights_and_initialises_meta_tokens(mini
 
     again = Model.from_backbone(reference, num_query_meta_tokens=4, num_candidate_meta_tokens=8)
     torch.testing.assert_close(again.meta_tokens.weight, meta)
+
+
+def test_from_backbone_on_a_vlm_checkpoint_with_a_language_model_head(tmp_path):
+    """Hub VLM checkpoints (e.g. Qwen/Qwen2.5-VL-3B-Instruct) are *ForConditionalGeneration: the head is dropped."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from metaembed import MetaEmbedProcessor
+    from metaembed.testing import build_backbone_processor, tiny_backbone_config
+
+    torch.manual_seed(0)
+    full = Qwen2_5_VLForConditionalGeneration(tiny_backbone_config("qwen2_5_vl"))
+    full.save_pretrained(tmp_path)
+    build_backbone_processor("qwen2_5_vl").save_pretrained(tmp_path)
+    model = MetaEmbedModel.from_backbone(str(tmp_path), num_query_meta_tokens=2, num_candidate_meta_tokens=3)
+    assert type(model.backbone).__name__ == "Qwen2_5_VLModel"
+    assert not any("lm_head" in key for key in model.state_dict())
+    torch.testing.assert_close(
+        model.backbone.language_model.layers[0].self_attn.q_proj.weight,
+        full.model.language_model.layers[0].self_attn.q_proj.weight,
+    )
+    torch.testing.assert_close(
+        model.backbone.visual.blocks[0].mlp.gate_proj.weight, full.model.visual.blocks[0].mlp.gate_proj.weight
+    )
+    processor = MetaEmbedProcessor.from_backbone(str(tmp_path))
+    assert type(processor.backbone_processor).__name__ == "Qwen2_5_VLProcessor"
+    assert model.encode_queries(["hi", {"image": Image.new("RGB", (56, 56))}], processor).shape == (2, 2, 64)
