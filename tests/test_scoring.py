@@ -30,7 +30,7 @@ def test_hand_built_scores():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("strategy", ["slots", "fused"])
+@pytest.mark.parametrize("strategy", ["slots", "stacked"])
 @pytest.mark.parametrize("budget", [(1, 1), (2, 4), (4, 8), (16, 64)])
 def test_matches_float64_reference(dtype, strategy, budget):
     generator = torch.Generator().manual_seed(0)

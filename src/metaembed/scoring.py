@@ -58,9 +58,10 @@ DEFAULT_BUDGETS: tuple[Budget, ...] = ((1, 1), (2, 4), (4, 8), (8, 16), (16, 64)
 """The budget groups of the MetaEmbed paper."""
 
 DEFAULT_CHUNK_BYTES = 256 * 2**20
-"""Default memory budget, in bytes, for the temporaries of one scoring block."""
+"""Default memory budget, in bytes, for the temporaries of one scoring block on the CPU (4x on CUDA,
+where bigger blocks keep large GEMMs efficient)."""
 
-Strategy = Literal["auto", "slots", "fused"]
+Strategy = Literal["auto", "slots", "stacked"]
 
 _QUANTIZED_DTYPES = (torch.int8, torch.float8_e4m3fn)
 _FP8_MAX = float(torch.finfo(torch.float8_e4m3fn).max)
@@ -315,10 +316,17 @@ def _slot_gemm(prepared: _PreparedQueries, block: Tensor, scale: Tensor | None) 
 
 def _block_max(prepared: _PreparedQueries, slots: Tensor, scales: Tensor | None, strategy: str) -> Tensor:
     """``max_j <q, c_j>`` for a block ``slots [r_c, n, d]``: ``[M, n]`` (before query row scales)."""
-    if strategy == "fused":
-        r_c, n, d = slots.shape
-        dots = _slot_gemm(prepared, slots.reshape(r_c * n, d), None)  # one GEMM over every slot
-        return dots.view(dots.shape[0], r_c, n).amax(dim=1)
+    if strategy == "stacked":
+        # Every slot's GEMM writes straight into its page of one [r_c, M, n] buffer (no copy of a
+        # strided block), then a single max reduction reads each dot once.
+        queries = prepared.flat
+        stacked = torch.empty(
+            slots.shape[0], queries.shape[0], slots.shape[1], dtype=queries.dtype, device=queries.device
+        )
+        for j in range(slots.shape[0]):
+            block = slots[j] if slots.dtype == queries.dtype else slots[j].to(queries.dtype)
+            torch.mm(queries, block.t(), out=stacked[j])
+        return stacked.amax(dim=0)
     best = _slot_gemm(prepared, slots[0], None if scales is None else scales[0])
     for j in range(1, slots.shape[0]):
         dots = _slot_gemm(prepared, slots[j], None if scales is None else scales[j])
@@ -346,11 +354,9 @@ def _plan_chunks(
         per_candidate += dim * 2  # the upcast slot on the fallback path
     if storage.device != compute_device:
         per_candidate += r_c * dim * itemsize  # the block streamed to the compute device
-    if strategy == "fused":
-        per_candidate += r_c * dim * itemsize  # the reshape may copy the block
-        per_row_candidate = 4 * r_c
-    else:
-        per_row_candidate = 3 * 4  # the slot's dots, the running max, and a cast
+    # Per query row and candidate: the stacked dots and their max, or a slot's dots, the running max
+    # and a cast.
+    per_row_candidate = 4 * (r_c + 1) if strategy == "stacked" else 3 * 4
     min_block = min(n, 1024)
     max_rows = max(r_q, (chunk_bytes - min_block * per_candidate) // max(1, min_block * per_row_candidate))
     queries_per_chunk = max(1, min(n_queries, max_rows // r_q))
@@ -362,15 +368,16 @@ def _plan_chunks(
 
 
 def _auto_strategy(strategy: Strategy, rows: int, storage_dtype: torch.dtype, device: torch.device) -> str:
-    if strategy not in ("auto", "slots", "fused"):
-        raise ValueError(f"strategy must be 'auto', 'slots' or 'fused', got {strategy!r}.")
+    if strategy not in ("auto", "slots", "stacked"):
+        raise ValueError(f"strategy must be 'auto', 'slots' or 'stacked', got {strategy!r}.")
     if storage_dtype in _QUANTIZED_DTYPES:
         return "slots"  # per-slot candidate scales must be applied before the max
     if strategy == "auto":
-        # One GEMM over every slot, then one max reduction, writes and reads each dot once; per-slot
-        # GEMMs with a running max read it twice more. That matters only for many query rows on a GPU;
-        # on the CPU, per-slot GEMMs measured as fast or faster.
-        return "fused" if device.type == "cuda" and rows >= 512 else "slots"
+        # Stacked GEMMs and one max reduction write and read each dot once (4 bytes of traffic per bf16
+        # dot); a running max reads and writes it twice more (8). That matters only for many query rows
+        # on a GPU, where it is the epilogue next to a compute-bound GEMM; on the CPU per-slot GEMMs
+        # measured as fast or faster.
+        return "stacked" if device.type == "cuda" and rows >= 512 else "slots"
     return strategy
 
 
@@ -381,7 +388,7 @@ def iter_block_scores(
     *,
     device: torch.device | str | None = None,
     compute_dtype: torch.dtype | None = None,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    chunk_bytes: int | None = None,
     strategy: Strategy = "auto",
 ) -> Iterator[tuple[int, int, int, int, Tensor]]:
     """Yields MaxSim scores block by block, so callers can reduce them (e.g. a running top-k).
@@ -395,9 +402,10 @@ def iter_block_scores(
         device: Compute device; blocks stored elsewhere (e.g. CPU memory for a GPU) are streamed to it.
             Defaults to the candidates' device.
         compute_dtype: dtype of the GEMM; defaults to the storage dtype (bfloat16 for int8 / float8).
-        chunk_bytes: Memory budget for the temporaries of one block.
-        strategy: ``"slots"`` (one GEMM per candidate-vector slot and a running max), ``"fused"``
-            (one GEMM over every slot of the block, then a max), or ``"auto"``.
+        chunk_bytes: Memory budget for the temporaries of one block (default: :data:`DEFAULT_CHUNK_BYTES`).
+        strategy: ``"slots"`` (one GEMM per candidate-vector slot and a running max), ``"stacked"``
+            (one GEMM per slot into one ``[r_c, M, n]`` buffer, then one max), or ``"auto"`` (stacked on
+            CUDA for 512 or more query rows, else slots).
 
     Yields:
         ``(q_start, q_end, c_start, c_end, scores)`` with float32 ``scores [q_end - q_start,
@@ -423,6 +431,8 @@ def iter_block_scores(
     if n == 0 or n_q == 0:
         return
     strategy = _auto_strategy(strategy, n_q * r_q, slots.dtype, compute_device)
+    if chunk_bytes is None:
+        chunk_bytes = DEFAULT_CHUNK_BYTES * (4 if compute_device.type == "cuda" else 1)
     q_chunk, block = _plan_chunks(n_q, r_q, r_c, n, dim, slots, compute_device, strategy, chunk_bytes)
     streamed = slots.device != compute_device
     non_blocking = streamed and compute_device.type == "cuda" and slots.is_pinned()
@@ -483,7 +493,7 @@ def maxsim(
     *,
     device: torch.device | str | None = None,
     compute_dtype: torch.dtype | None = None,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    chunk_bytes: int | None = None,
     strategy: Strategy = "auto",
 ) -> Tensor:
     """Budgeted MaxSim scores ``s(q, c) = sum_{i<r_q} max_{j<r_c} <q_i, c_j>`` of every query and candidate.

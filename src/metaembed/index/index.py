@@ -104,7 +104,9 @@ class MetaEmbedIndex:
         device: Compute device (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).
         offload: Keep vectors in CPU memory and stream blocks to ``device`` (for GPU indexes larger
             than GPU memory).
-        chunk_bytes: Memory budget for the temporaries (and streamed blocks) of one scoring block.
+        chunk_bytes: Memory budget for the temporaries (and streamed blocks) of one scoring block;
+            defaults to :data:`metaembed.scoring.DEFAULT_CHUNK_BYTES` (4x on CUDA).
+        strategy: GEMM layout of the scoring kernel, see :func:`metaembed.scoring.iter_block_scores`.
 
     Example:
         >>> index = MetaEmbedIndex(dim=4, max_candidate_vectors=2, dtype="int8")
@@ -121,7 +123,8 @@ class MetaEmbedIndex:
         dtype: str | torch.dtype = "bfloat16",
         device: str | torch.device = "cpu",
         offload: bool = False,
-        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        chunk_bytes: int | None = None,
+        strategy: str = "auto",
     ) -> None:
         if not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}.")
@@ -134,7 +137,8 @@ class MetaEmbedIndex:
         self.dtype = canonical_dtype(dtype)
         self.device = torch.device(device)
         self.offload = bool(offload)
-        self.chunk_bytes = int(chunk_bytes)
+        self.chunk_bytes = chunk_bytes
+        self.strategy = strategy
         self._segments: list[_Segment] = []
         self._pending: list[tuple[Tensor, Tensor | None, Tensor]] = []
         self._ids: list[str] = []
@@ -319,6 +323,90 @@ class MetaEmbedIndex:
         lengths = torch.cat([s.lengths for s in segments])
         self._segments = [_Segment(vectors=self._place(vectors), scales=scales, lengths=lengths)]
 
+    @classmethod
+    def from_budget_major(
+        cls,
+        vectors: Tensor,
+        ids: Sequence[str] | None = None,
+        *,
+        metadata: Sequence[Any] | None = None,
+        dtype: str | torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        offload: bool = False,
+        chunk_bytes: int | None = None,
+    ) -> MetaEmbedIndex:
+        """Builds an index from candidates already laid out budget-major, ``[r_c_max, N, d]``.
+
+        The tensor is used as is (no copy) when it is already in the storage dtype and on the storage
+        device; otherwise it is converted slot by slot, a memory budget at a time, so a large index never
+        needs an item-major or float32 copy of itself. Every candidate has ``r_c_max`` vectors.
+
+        Args:
+            vectors: ``[r_c_max, N, d]`` floating point, finite.
+            ids: One string id per candidate; defaults to ``"0"``, ``"1"``, ...
+            metadata: Optional JSON-serialisable value per candidate.
+            dtype: Storage dtype; defaults to the tensor's (bfloat16 / float16 / float32).
+            device: Compute device; defaults to the tensor's.
+            offload: Keep the vectors in CPU memory and stream blocks to ``device``.
+            chunk_bytes: Memory budget of one scoring (and conversion) block.
+
+        Example:
+            >>> slots = torch.nn.functional.normalize(torch.randn(4, 10, 8), dim=-1)  # 4 vectors x 10 items
+            >>> index = MetaEmbedIndex.from_budget_major(slots)
+            >>> len(index), index.max_candidate_vectors, index.search(slots[:, 3].unsqueeze(0), k=1).ids
+            (10, 4, [['3']])
+        """
+        if vectors.dim() != 3:
+            raise ValueError(
+                f"vectors must be budget-major [r_c_max, N, d], got shape {tuple(vectors.shape)}."
+            )
+        if not vectors.dtype.is_floating_point or vectors.dtype == torch.float8_e4m3fn:
+            raise ValueError(f"vectors must be floating point, got {vectors.dtype}.")
+        r_c, n, dim = vectors.shape
+        ids = [str(i) for i in range(n)] if ids is None else list(ids)
+        metadata = [None] * n if metadata is None else list(metadata)
+        index = cls(
+            dim,
+            max_candidate_vectors=r_c,
+            dtype=vectors.dtype if dtype is None else dtype,
+            device=vectors.device if device is None else device,
+            offload=offload,
+            chunk_bytes=chunk_bytes,
+        )
+        if len(ids) != n or len(metadata) != n:
+            raise ValueError(f"Got {n} candidates, {len(ids)} ids and {len(metadata)} metadata entries.")
+        _check_ids(ids, ())
+        block = max(1, (chunk_bytes or DEFAULT_CHUNK_BYTES) // (dim * 8))
+        storage_dtype = STORAGE_DTYPES[index.dtype]
+        in_place = vectors.dtype == storage_dtype and vectors.device == index.storage_device
+        data = (
+            vectors
+            if in_place
+            else torch.empty(r_c, n, dim, dtype=storage_dtype, device=index.storage_device)
+        )
+        scales = None
+        if index.dtype in ("int8", "float8_e4m3"):
+            scales = torch.empty(r_c, n, dtype=torch.float32, device=index.storage_device)
+        for j in range(r_c):
+            for start in range(0, n, block):
+                part = vectors[j, start : start + block]
+                finite = torch.isfinite(part).all(dim=1)
+                if not bool(finite.all()):
+                    bad = start + int(torch.argmin(finite.to(torch.int8)))
+                    raise ValueError(f"Candidate {ids[bad]!r} (vector {j}) contains NaN or inf values.")
+                if not in_place:
+                    values, part_scales = quantize(part, index.dtype)
+                    data[j, start : start + block] = values.to(index.storage_device)
+                    if scales is not None:
+                        scales[j, start : start + block] = part_scales.to(index.storage_device)
+        _check_metadata(ids, metadata)
+        lengths = torch.full((n,), r_c, dtype=torch.int32)
+        index._segments.append(_Segment(vectors=data, scales=scales, lengths=lengths))
+        index._ids = ids
+        index._metadata = metadata
+        index._positions = {item_id: position for position, item_id in enumerate(ids)}
+        return index
+
     # ----------------------------------------------------------------------------------------------
     # Reading items
     # ----------------------------------------------------------------------------------------------
@@ -401,6 +489,7 @@ class MetaEmbedIndex:
                 scales,
                 device=self.device,
                 chunk_bytes=chunk_bytes or self.chunk_bytes,
+                strategy=self.strategy,
             ):
                 yield q0, q1, offset + c0, scores
             offset += segment.count
@@ -515,7 +604,12 @@ class MetaEmbedIndex:
             positions = shortlist[i][shortlist[i] >= 0].sort().values  # FAISS pads missing hits with -1
             slots, scales = self._gather(positions, r_c, offsets)
             scores = score_slots(
-                q[i : i + 1], slots, scales, device=self.device, chunk_bytes=self.chunk_bytes
+                q[i : i + 1],
+                slots,
+                scales,
+                device=self.device,
+                chunk_bytes=self.chunk_bytes,
+                strategy=self.strategy,
             )
             running = RunningTopK(1, min(k, len(positions)), device="cpu")
             running.update(0, 1, scores.cpu(), 0)
@@ -632,7 +726,7 @@ class MetaEmbedIndex:
         offload: bool = False,
         verify: bool = True,
         mmap: bool = True,
-        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        chunk_bytes: int | None = None,
     ) -> MetaEmbedIndex:
         """Opens a saved index, reading the snapshot its manifest names.
 
@@ -724,17 +818,7 @@ def validate_items(
             dtype, an item with no vectors or too many, NaN/inf values (naming the item), or metadata that
             JSON cannot encode.
     """
-    for position, item_id in enumerate(ids):
-        if not isinstance(item_id, str):
-            raise ValueError(
-                f"ids must be strings; item {position} has id {item_id!r} ({type(item_id).__name__})."
-            )
-    if len(set(ids)) != len(ids):
-        duplicate = next(i for i in ids if ids.count(i) > 1)
-        raise ValueError(f"The id {duplicate!r} appears more than once in this batch; ids must be unique.")
-    for item_id in ids:
-        if item_id in existing:
-            raise ValueError(f"The id {item_id!r} is already in the index; ids must be unique.")
+    _check_ids(ids, existing)
     items = embeddings if isinstance(embeddings, (list, tuple)) else torch.as_tensor(embeddings)
     if isinstance(items, Tensor) and items.dim() != 3:
         raise ValueError(
@@ -773,9 +857,28 @@ def validate_items(
             f"Item {ids[bad]!r} (position {bad} in this batch) contains NaN or inf values; fix the "
             "embedding (e.g. re-encode it) before adding it."
         )
+    _check_metadata(ids, metadata)
+    return padded, lengths
+
+
+def _check_ids(ids: list[str], existing: Container[str]) -> None:
+    for position, item_id in enumerate(ids):
+        if not isinstance(item_id, str):
+            raise ValueError(
+                f"ids must be strings; item {position} has id {item_id!r} ({type(item_id).__name__})."
+            )
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        duplicate = next(i for i in ids if i in seen or seen.add(i))
+        raise ValueError(f"The id {duplicate!r} appears more than once in this batch; ids must be unique.")
+    for item_id in ids:
+        if item_id in existing:
+            raise ValueError(f"The id {item_id!r} is already in the index; ids must be unique.")
+
+
+def _check_metadata(ids: list[str], metadata: list[Any]) -> None:
     for item_id, meta in zip(ids, metadata):
         try:
             json.dumps(meta)
         except (TypeError, ValueError) as error:
             raise ValueError(f"Metadata of item {item_id!r} is not JSON-serialisable: {error}.") from error
-    return padded, lengths

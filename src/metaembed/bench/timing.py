@@ -1,0 +1,84 @@
+"""Timing and the card's own ceilings (bf16 GEMM rate, copy bandwidth), measured in the run.
+
+Example:
+    >>> import torch
+    >>> timing = time_call(lambda: torch.ones(4) * 2, device="cpu", repeats=3)
+    >>> timing.runs
+    3
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["Timing", "measure_copy_gbps", "measure_gemm_tflops", "synchronize", "time_call"]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock times of repeated calls, in milliseconds."""
+
+    median_ms: float
+    min_ms: float
+    runs: int
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Waits for queued GPU work (no-op on the CPU) so wall-clock times cover the kernels."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(
+    fn: Callable[[], Any],
+    *,
+    device: torch.device | str,
+    repeats: int,
+    max_seconds: float = float("inf"),
+    warmup: int = 1,
+) -> Timing:
+    """Times ``fn`` after ``warmup`` untimed calls: up to ``repeats`` runs, fewer past ``max_seconds``.
+
+    At least one timed run is always made. Reports the median (robust to a noisy shared machine) and
+    the minimum.
+    """
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times: list[float] = []
+    spent = 0.0
+    while len(times) < max(1, repeats) and (not times or spent < max_seconds):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        elapsed = time.perf_counter() - start
+        times.append(elapsed * 1e3)
+        spent += elapsed
+    return Timing(median_ms=statistics.median(times), min_ms=min(times), runs=len(times))
+
+
+def measure_gemm_tflops(device: torch.device | str, *, repeats: int = 5) -> float:
+    """The bf16 GEMM rate of this device in TFLOP/s (a large square-ish GEMM, best of ``repeats``)."""
+    device = torch.device(device)
+    m, k, n = (8192, 8192, 8192) if device.type == "cuda" else (1024, 2048, 8192)
+    a = torch.randn(m, k, device=device).to(torch.bfloat16)
+    b = torch.randn(k, n, device=device).to(torch.bfloat16)
+    out = torch.empty(m, n, device=device, dtype=torch.bfloat16)
+    timing = time_call(lambda: torch.mm(a, b, out=out), device=device, repeats=repeats)
+    return 2 * m * k * n / (timing.min_ms * 1e-3) / 1e12
+
+
+def measure_copy_gbps(device: torch.device | str, *, repeats: int = 5) -> float:
+    """Device memory copy bandwidth in GB/s, counting bytes read plus bytes written."""
+    device = torch.device(device)
+    size = 2**30 if device.type == "cuda" else 256 * 2**20
+    source = torch.ones(size, dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    timing = time_call(lambda: target.copy_(source), device=device, repeats=repeats)
+    return 2 * size / (timing.min_ms * 1e-3) / 1e9
