@@ -48,6 +48,24 @@ def _check_groups(budgets: Sequence[Sequence[int]], weights: Sequence[float] | N
     return groups, weights
 
 
+class _ContiguousGradient(torch.autograd.Function):
+    """Identity whose backward hands on a contiguous gradient.
+
+    On gloo, `torch.distributed.nn.all_gather` sends its gradient back with `scatter` into buffers made by
+    `torch.empty_like(grad)`, which keeps a non-contiguous gradient's strides while gloo writes contiguous bytes:
+    the gradient arrives scrambled. The einsum below produces exactly such a (permuted) gradient, so it is made
+    contiguous before it reaches the gather (NCCL's reduce-scatter path is unaffected).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, tensor: Tensor) -> Tensor:
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx: Any, gradient: Tensor) -> Tensor:
+        return gradient.contiguous()
+
+
 def group_scores(similarity: Tensor, budgets: Sequence[tuple[int, int]]) -> list[Tensor]:
     """MaxSim scores of every budget group from one full-budget token similarity.
 
@@ -132,7 +150,7 @@ def mmr_loss(
     if gather_across_devices:
         from sentence_transformers.util import all_gather, get_rank
 
-        positives = all_gather(positives.contiguous(), with_grad=True)
+        positives = _ContiguousGradient.apply(all_gather(positives.contiguous(), with_grad=True))
         offset = get_rank() * batch_size
 
     similarity = torch.einsum("ash,bth->abst", query_embeddings, positives)
