@@ -14,6 +14,9 @@ def reference_maxsim(
     A candidate with no vectors scores ``-inf``; a query with no vectors scores 0.
     """
     r_q, r_c = budget if budget is not None else (None, None)
+    if isinstance(queries, Tensor) and isinstance(candidates, Tensor):
+        q, c = queries[:, :r_q].double(), candidates[:, :r_c].double()
+        return torch.einsum("aid,bjd->abij", q, c).amax(dim=3).sum(dim=2)
     out = torch.empty(len(queries), len(candidates), dtype=torch.float64)
     for a, query in enumerate(queries):
         q = query[:r_q].double()

@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from maxsim_reference import normalized, reference_maxsim
 
-from metaembed.scoring import maxsim, pad_candidates, pad_queries, score_slots, validate_budget
+from metaembed.scoring import (
+    iter_block_scores,
+    maxsim,
+    pad_candidates,
+    pad_queries,
+    score_slots,
+    validate_budget,
+)
 
 # Dots are rounded to the compute dtype before the max (relative 2**-9 for bfloat16, 2**-12 for
 # float16, each dot at most 1 for normalised vectors); the sum over r_q query vectors is float32.
@@ -62,7 +69,9 @@ def test_chunking_does_not_change_scores():
         normalized(300, 8, 32, generator=generator),
     )
     whole = maxsim(queries, candidates)
-    tiny = maxsim(queries, candidates, chunk_bytes=4096)  # many query chunks and candidate blocks
+    blocks = list(iter_block_scores(queries, candidates.transpose(0, 1), chunk_bytes=8192))
+    assert len({b[0] for b in blocks}) > 1 and len({b[2] for b in blocks}) > 1  # queries and candidates split
+    tiny = maxsim(queries, candidates, chunk_bytes=8192)
     torch.testing.assert_close(tiny, whole, atol=1e-6, rtol=0)
     torch.testing.assert_close(whole.double(), reference_maxsim(queries, candidates), atol=1e-5, rtol=0)
 
