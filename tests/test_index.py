@@ -477,3 +477,12 @@ def test_reader_during_appends_sees_consistent_snapshots(tmp_path):
     assert not errors, errors
     assert len(MetaEmbedIndex.open(tmp_path)) == 5 + 12 * 7
     assert len(seen_sizes) >= 2  # the reader really overlapped with the appends
+
+
+def test_empty_index_returns_empty_results():
+    index = MetaEmbedIndex(DIM, max_candidate_vectors=2)
+    queries = torch.randn(2, 2, DIM)
+    for result in (index.search(queries, k=5), index.search(queries, first_stage=(1, 1), rerank=(2, 2))):
+        assert result.ids == [[], []]
+        assert result.scores.shape == (2, 0)
+    assert index.score(queries).shape == (2, 0)

@@ -263,7 +263,10 @@ def _prepare_queries(
     prepared = _PreparedQueries(flat=flat.to(compute_dtype))
     if storage_dtype == torch.int8:
         # int8 x int8 -> int32 (torch._int_mm), on the CPU too; CUDA wants M > 16 and M % 8 == 0.
-        prepared.quantized, prepared.row_scale = _quantize_rows(flat, torch.int8, 8, 32)
+        cuda = flat.device.type == "cuda"
+        prepared.quantized, prepared.row_scale = _quantize_rows(
+            flat, torch.int8, 8 if cuda else 1, 32 if cuda else 1
+        )
     elif storage_dtype == torch.float8_e4m3fn and flat.device.type == "cuda":
         # fp8 x fp8 -> bf16 (torch._scaled_mm, sm89+); no fp8 GEMM on the CPU, where blocks are upcast.
         prepared.quantized, prepared.row_scale = _quantize_rows(flat, torch.float8_e4m3fn, 16, 16)

@@ -45,8 +45,8 @@ def time_call(
 ) -> Timing:
     """Times ``fn`` after ``warmup`` untimed calls: up to ``repeats`` runs, fewer past ``max_seconds``.
 
-    At least one timed run is always made. Reports the median (robust to a noisy shared machine) and
-    the minimum.
+    At least one timed run is always made. Reports the minimum (what the code costs; contention from
+    other processes only adds time) and the median.
     """
     for _ in range(warmup):
         fn()

@@ -586,6 +586,8 @@ class MetaEmbedIndex:
             raise ValueError(f"candidates must be a positive integer, got {candidates!r}.")
         q, (_, r_c) = self._prepare_queries(queries, rerank)
         first_q, (f_q, f_c) = self._prepare_queries(queries, first_stage)
+        if len(self) == 0:
+            return self._result(torch.empty(q.shape[0], 0), torch.empty(q.shape[0], 0, dtype=torch.int64))
         shortlist_size = min(max(candidates, k), len(self))
         if backend == "exact":
             shortlist = self.search(first_q, budget=(f_q, f_c), k=shortlist_size).positions

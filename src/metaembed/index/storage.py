@@ -30,6 +30,9 @@ A save writes its new segment(s) first and the manifest last, so a crash at any 
 previous manifest, and every segment it names, intact. Files the new manifest no longer names (after
 :meth:`~metaembed.index.MetaEmbedIndex.compact`) and stale temporary files are removed afterwards.
 
+**One writer at a time**: saves from two processes into one directory are not coordinated (the
+last manifest wins and may drop the other's segments); any number of readers is fine.
+
 **Checks on open**: the manifest's own crc32; each segment's header, shapes and exact byte size
 (a truncated file is reported as such); and, unless ``verify=False``, each segment's crc32 (reads
 every byte once, about 4 GB/s).
