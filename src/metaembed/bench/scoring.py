@@ -4,7 +4,8 @@ For every budget ``(r_q, r_c)`` it measures, in one run and on one device:
 
 - **ours**: :meth:`MetaEmbedIndex.search` (MaxSim + top-10) for one query, and per query in a batch of
   ``Q`` queries;
-- **plain GEMM**: the same FLOPs as one GEMM per candidate slot with no max (the batched ceiling);
+- **plain GEMM**: the same FLOPs as one GEMM per candidate slot with no max (the batched ceiling),
+  timed in alternation with our batch so both see the same machine load;
 - **sentence-transformers** ``util.similarity.maxsim`` and a **naive chunked einsum** (the
   colpali-engine / pylate loop), one query each, on contiguous item-major bf16 copies of the same data;
 - the card's **ceilings**: bf16 GEMM TFLOP/s and copy GB/s (read + write), from which the memory floor
@@ -38,7 +39,7 @@ from ..index import MetaEmbedIndex
 from ..scoring import DEFAULT_BUDGETS, DEFAULT_CHUNK_BYTES, Budget, validate_budget
 from .peers import naive_einsum_maxsim, plain_gemm, st_maxsim
 from .synthetic import SyntheticCorpus
-from .timing import measure_copy_gbps, measure_gemm_tflops, time_call
+from .timing import measure_copy_gbps, measure_gemm_tflops, time_call, time_interleaved
 
 logger = logging.getLogger(__name__)
 
@@ -191,15 +192,15 @@ def run_scoring_benchmark(config: ScoringBenchmarkConfig) -> dict[str, Any]:
         ours_one = time_call(
             partial(index.search, one, budget, k=10), device=device, repeats=config.repeats, max_seconds=5
         )
-        ours_batch = time_call(
-            partial(index.search, queries[:, :r_q], budget, k=10), device=device, repeats=3, max_seconds=10
-        )
         flat = queries[:, :r_q].reshape(batch * r_q, dim)
-        plain = time_call(
-            partial(plain_gemm, flat, slots[:r_c], plain_out[: batch * r_q]),
+        ours_batch, plain = time_interleaved(
+            [
+                partial(index.search, queries[:, :r_q], budget, k=10),
+                partial(plain_gemm, flat, slots[:r_c], plain_out[: batch * r_q]),
+            ],
             device=device,
-            repeats=3,
-            max_seconds=10,
+            repeats=4,
+            max_seconds=20,
         )
         logger.info("Budget %s: sentence-transformers maxsim and the naive einsum (one query)...", budget)
         st_ms, st_n = peer_timer(st_maxsim, one, r_c)

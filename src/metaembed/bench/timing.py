@@ -17,7 +17,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["Timing", "measure_copy_gbps", "measure_gemm_tflops", "synchronize", "time_call"]
+__all__ = [
+    "Timing",
+    "measure_copy_gbps",
+    "measure_gemm_tflops",
+    "synchronize",
+    "time_call",
+    "time_interleaved",
+]
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,33 @@ def time_call(
         times.append(elapsed * 1e3)
         spent += elapsed
     return Timing(median_ms=statistics.median(times), min_ms=min(times), runs=len(times))
+
+
+def time_interleaved(
+    fns: list[Callable[[], Any]],
+    *,
+    device: torch.device | str,
+    repeats: int,
+    max_seconds: float = float("inf"),
+) -> list[Timing]:
+    """Times several calls in alternation (a, b, a, b, ...) so each sees the same machine load.
+
+    Use it for ratios between calls (ours vs. a plain GEMM) on a shared machine.
+    """
+    for fn in fns:
+        fn()
+    synchronize(device)
+    times: list[list[float]] = [[] for _ in fns]
+    spent = 0.0
+    while len(times[0]) < max(1, repeats) and (not times[0] or spent < max_seconds):
+        for fn, bucket in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            elapsed = time.perf_counter() - start
+            bucket.append(elapsed * 1e3)
+            spent += elapsed
+    return [Timing(median_ms=statistics.median(t), min_ms=min(t), runs=len(t)) for t in times]
 
 
 def measure_gemm_tflops(device: torch.device | str, *, repeats: int = 5) -> float:
