@@ -1,0 +1,1 @@
+"""Datasets the project generates itself (never downloaded)."""

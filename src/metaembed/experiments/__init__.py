@@ -1,0 +1,1 @@
+"""Reproducible experiments (the MMR ablation on generated compositional data)."""

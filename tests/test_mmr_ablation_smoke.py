@@ -1,0 +1,137 @@
+"""The MMR ablation experiment: a seconds-long smoke run in `make test`, the full CPU run marked slow."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from metaembed import cli
+from metaembed.data.compositional import FAMILIES, generate_dataset, iter_items, vocabulary_texts
+from metaembed.experiments.evaluation import precision_at_1
+from metaembed.experiments.mmr_ablation import PRESETS, VARIANTS
+from metaembed.experiments.reporting import aggregate, paired_difference
+from metaembed.experiments.shapes_model import build_shapes_model, build_word_tokenizer
+from metaembed.experiments.training import ProcessedBatches, train_metaembed, unique_positive_batches
+
+SMOKE = PRESETS["smoke"]
+
+
+def test_word_tokenizer_covers_every_generated_text():
+    tokenizer = build_word_tokenizer(vocabulary_texts())
+    examples = generate_dataset(30, "train", seed=0)
+    texts = {item.text for family in FAMILIES for item in iter_items(examples[family])}
+    for text in texts:
+        assert tokenizer.unk_token_id not in tokenizer(text)["input_ids"], text
+    assert tokenizer.tokenize("two shapes: a small red circle") == [
+        "two",
+        "shapes",
+        ":",
+        "a",
+        "small",
+        "red",
+        "circle",
+    ]
+
+
+def test_batches_never_repeat_a_positive():
+    examples = [e for family in FAMILIES for e in generate_dataset(20, "train", seed=0)[family]]
+    stream = unique_positive_batches(examples, 16, seed=0)
+    for _ in range(20):
+        batch = next(stream)
+        assert len(batch) == 16
+        assert len({e.positive.key for e in batch}) == 16
+    with pytest.raises(ValueError, match="distinct positives"):
+        next(unique_positive_batches(examples[:1] * 4, 2, seed=0))
+
+
+def test_worker_processes_yield_the_same_batches():
+    examples = [e for family in FAMILIES for e in generate_dataset(8, "train", seed=0)[family]]
+    _, processor = build_shapes_model(SMOKE.model, 0)
+    stream = ProcessedBatches(examples, processor, batch_size=4, seed=3, image_size=56)
+
+    def first(num_workers: int, n: int = 4) -> list:
+        loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=num_workers)
+        return [batch for batch, _ in zip(loader, range(n))]
+
+    single, parallel = first(0), first(2)
+    assert len(single) == len(parallel) == 4
+    for one, two in zip(single, parallel):
+        for side_one, side_two in zip(one, two):
+            assert set(side_one.keys()) == set(side_two.keys())
+            for key in side_one:
+                torch.testing.assert_close(side_one[key], side_two[key], rtol=0, atol=0)
+
+
+def test_training_is_deterministic_per_seed():
+    examples = [e for family in FAMILIES for e in generate_dataset(6, "train", seed=0)[family]]
+    settings = dataclasses.replace(SMOKE.train, steps=2)
+
+    def run(seed: int) -> tuple[list[float], torch.Tensor]:
+        model, processor = build_shapes_model(SMOKE.model, seed)
+        log = train_metaembed(
+            model, processor, examples, groups=SMOKE.model.budgets, settings=settings, seed=seed
+        )
+        return [r["loss"] for r in log], model.meta_tokens.weight.detach().clone()
+
+    first, second = run(0), run(0)
+    assert first[0] == second[0]
+    torch.testing.assert_close(first[1], second[1], rtol=0, atol=0)
+
+
+def test_precision_at_1_counts_ties_as_misses():
+    scores = torch.tensor([[0.9, 0.1, 0.5], [0.2, 0.2, 0.1], [0.3, 0.1, 0.4]])
+    assert precision_at_1(scores, [[0, 1, 2], [0, 1], [0, 1]]) == pytest.approx(2 / 3)
+
+
+def test_claims_use_seed_paired_differences():
+    runs = [
+        {"variant": v, "seed": s, "scores": {"1x1": {"t2i": base + s / 100}}}
+        for v, base in (("mmr", 0.5), ("no_mmr", 0.2))
+        for s in range(3)
+    ]
+    assert paired_difference(runs, ("mmr", "1x1"), ("no_mmr", "1x1"))["verdict"] == "supported"
+    assert paired_difference(runs, ("no_mmr", "1x1"), ("mmr", "1x1"))["verdict"] == "not supported"
+    cell = aggregate(runs)["mmr"]["1x1"]["overall"]
+    assert cell["mean"] == pytest.approx(51.0) and cell["std"] == pytest.approx(1.0) and cell["n"] == 3
+
+
+def test_smoke_run_from_the_command_line(tmp_path, capsys):
+    output = tmp_path / "ablation"
+    assert cli.main(["experiment", "mmr-ablation", "--preset", "smoke", "--output-dir", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "| MetaEmbed + MMR | (1, 1) |" in printed
+
+    report = json.loads((output / "results.json").read_text())
+    assert report["protocol"]["name"] == "smoke"
+    assert len(report["runs"]) == len(VARIANTS) * len(SMOKE.seeds)
+    budgets = [f"{q}x{c}" for q, c in SMOKE.model.budgets]
+    assert sorted(report["table"]) == sorted(VARIANTS)
+    assert list(report["table"]["single_vector"]) == ["1x1"]
+    for variant in ("mmr", "no_mmr"):
+        assert list(report["table"][variant]) == budgets
+        for cells in report["table"][variant].values():
+            assert set(cells) == {*FAMILIES, "overall"}
+            assert all(cell["n"] == len(SMOKE.seeds) and 0 <= cell["mean"] <= 100 for cell in cells.values())
+    groups = {run["variant"]: run["groups"] for run in report["runs"]}
+    assert groups["mmr"] == [list(b) for b in SMOKE.model.budgets]
+    assert groups["no_mmr"] == [list(SMOKE.model.budgets[-1])]
+    assert groups["single_vector"] == [[1, 1]]
+    assert set(report["claims"]) >= {"multi_vector_beats_single_vector", "no_mmr_low_budget_collapses"}
+    assert (output / "mmr_ablation.png").stat().st_size > 0
+    assert "mean ± std" in (output / "table.md").read_text()
+    assert (output / "mmeb" / "ShapesT2I" / "test-00000-of-00001.parquet").is_file()
+
+
+@pytest.mark.slow
+def test_full_cpu_ablation(tmp_path):
+    """The README's figure: the `cpu` preset end to end (about 15 minutes on 2 cores). Checks shape, not scores."""
+    from metaembed.experiments.mmr_ablation import run_mmr_ablation
+
+    report = run_mmr_ablation(PRESETS["cpu"], tmp_path / "cpu", device="cpu")
+    assert len(report["runs"]) == len(VARIANTS) * len(PRESETS["cpu"].seeds)
+    for variant in ("mmr", "no_mmr"):
+        assert len(report["table"][variant]) == len(PRESETS["cpu"].model.budgets)
+    assert (tmp_path / "cpu" / "mmr_ablation.png").is_file()
