@@ -486,3 +486,18 @@ def test_empty_index_returns_empty_results():
         assert result.ids == [[], []]
         assert result.scores.shape == (2, 0)
     assert index.score(queries).shape == (2, 0)
+
+
+def test_from_budget_major_equals_extend():
+    candidates, queries, _ = structured_corpus()
+    extended = build("int8", candidates)
+    slots = candidates.transpose(0, 1)  # a strided view: converted block by block, not used in place
+    direct = MetaEmbedIndex.from_budget_major(slots, ids=extended.ids, dtype="int8", chunk_bytes=4096)
+    assert torch.equal(direct.score(queries, (4, 8)), extended.score(queries, (4, 8)))
+    in_place = slots.contiguous()
+    wrapped = MetaEmbedIndex.from_budget_major(in_place)
+    assert wrapped.prefix()[0][0].data_ptr() == in_place.data_ptr()  # no copy
+    broken = in_place.clone()
+    broken[3, 17, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"'17' \(vector 3\).*NaN or inf"):
+        MetaEmbedIndex.from_budget_major(broken, dtype="bfloat16")

@@ -61,7 +61,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["MetaEmbedIndex", "SearchResult", "validate_items"]
 
-_MERGE_LIMIT = 16384  # in-memory segments smaller than this absorb the next appended batch
+# An in-memory segment smaller than this absorbs the next appended batch (so appending one item at a
+# time does not leave thousands of tiny segments), bounding the copy each merge costs.
+_MERGE_LIMIT_BYTES = 256 * 2**20
 _OPEN_RETRIES = 5
 
 
@@ -302,14 +304,15 @@ class MetaEmbedIndex:
         parts = self._pending
         self._pending = []
         last = self._segments[-1] if self._segments else None
-        if last is not None and last.info is None and last.count < _MERGE_LIMIT:
+        if last is not None and last.info is None and last.vectors.nbytes < _MERGE_LIMIT_BYTES:
             self._segments.pop()
             parts = [(last.vectors, last.scales, last.lengths), *parts]
-        vectors = torch.cat([p[0] for p in parts], dim=1) if len(parts) > 1 else parts[0][0]
-        scales = None
-        if parts[0][1] is not None:
-            scales = torch.cat([p[1] for p in parts], dim=1) if len(parts) > 1 else parts[0][1]
-        lengths = torch.cat([p[2] for p in parts]) if len(parts) > 1 else parts[0][2]
+        if len(parts) == 1:
+            vectors, scales, lengths = parts[0]
+        else:
+            vectors = self._place(torch.cat([p[0] for p in parts], dim=1))
+            scales = None if parts[0][1] is None else self._place(torch.cat([p[1] for p in parts], dim=1))
+            lengths = torch.cat([p[2] for p in parts])
         self._segments.append(_Segment(vectors=vectors, scales=scales, lengths=lengths))
 
     def compact(self) -> None:
@@ -319,7 +322,11 @@ class MetaEmbedIndex:
             return
         segments = self._segments
         vectors = torch.cat([s.vectors for s in segments], dim=1)
-        scales = None if segments[0].scales is None else torch.cat([s.scales for s in segments], dim=1)
+        scales = (
+            None
+            if segments[0].scales is None
+            else self._place(torch.cat([s.scales for s in segments], dim=1))
+        )
         lengths = torch.cat([s.lengths for s in segments])
         self._segments = [_Segment(vectors=self._place(vectors), scales=scales, lengths=lengths)]
 
@@ -378,7 +385,11 @@ class MetaEmbedIndex:
         _check_ids(ids, ())
         block = max(1, (chunk_bytes or DEFAULT_CHUNK_BYTES) // (dim * 8))
         storage_dtype = STORAGE_DTYPES[index.dtype]
-        in_place = vectors.dtype == storage_dtype and vectors.device == index.storage_device
+        in_place = (
+            vectors.dtype == storage_dtype
+            and vectors.device == index.storage_device
+            and vectors.is_contiguous()
+        )
         data = (
             vectors
             if in_place
