@@ -224,3 +224,22 @@ def test_a_checkpoint_that_is_not_metaembed_is_refused(tmp_path):
         MetaEmbedWrapper(str(empty))
     with pytest.raises(FileNotFoundError, match="neither an existing directory nor a Hub repo id"):
         MetaEmbedWrapper(str(tmp_path / "missing" / "x" / "y"))
+
+
+def test_images_zip_is_extracted_once_and_found(mmeb_root, tmp_path):
+    """MMEB-eval ships `images.zip`; paths in the parquet are relative to the folder it unzips to."""
+    import zipfile
+
+    from metaembed.evaluation.mmeb_data import load_mmeb_subset
+    from metaembed.evaluation.mmeb_subsets import SUBSETS_BY_NAME
+
+    copy = tmp_path / "mmeb"
+    shutil.copytree(mmeb_root, copy)
+    with zipfile.ZipFile(copy / "images.zip", "w") as archive:
+        for image in sorted((copy / "images").rglob("*.png")):
+            archive.write(image, f"eval_images/{image.relative_to(copy / 'images').as_posix()}")
+    shutil.rmtree(copy / "images")
+    split = load_mmeb_subset(SUBSETS_BY_NAME["RefCOCO"], data_dir=copy)
+    assert (copy / "images" / ".extracted").is_file()
+    image = split["queries"][0]["image"]  # decoded lazily, on access
+    assert image.size == (56, 56)

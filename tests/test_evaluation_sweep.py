@@ -221,6 +221,20 @@ def test_model_meta_comes_from_the_checkpoint(run):
         metaembed_model_meta(run.checkpoint, budget=(2, 9))
 
 
+def test_model_meta_reads_license_and_base_model_from_the_card(run, tmp_path):
+    import shutil
+
+    from metaembed.evaluation.model_meta import metaembed_model_meta
+
+    carded = tmp_path / "carded"
+    shutil.copytree(run.checkpoint, carded)
+    card = "---\nlicense: Apache-2.0\nbase_model: Qwen/Qwen2.5-VL-3B-Instruct\n---\n# A model\n"
+    (carded / "README.md").write_text(card)
+    meta = metaembed_model_meta(carded)
+    assert meta.license == "apache-2.0" and meta.adapted_from == "Qwen/Qwen2.5-VL-3B-Instruct"
+    assert meta.name == "local/carded" and meta.revision is None and meta.experiment_kwargs is None
+
+
 def test_bad_budgets_are_refused(run):
     from metaembed.evaluation.checkpoint_info import resolve_checkpoint
     from metaembed.evaluation.sweep import parse_budgets

@@ -6,8 +6,8 @@ retrieval, visual grounding), the in-domain (20 subsets) and out-of-domain (16) 
 
 Example:
     >>> from metaembed.evaluation.benchmark import summarize_mmeb
-    >>> summarize_mmeb({"MMEB-VOC2007": 0.5, "MMEB-MSCOCO_t2i": 0.7, "MMEB-RefCOCO": 0.9})
-    {'Classification': 0.5, 'Retrieval': 0.7, 'Visual Grounding': 0.9, 'IND': 0.6, 'OOD': 0.9, 'Overall': 0.7}
+    >>> summarize_mmeb({"MMEB-VOC2007": 0.25, "MMEB-MSCOCO_t2i": 0.5, "MMEB-RefCOCO": 0.75})
+    {'Classification': 0.25, 'Retrieval': 0.5, 'Visual Grounding': 0.75, 'IND': 0.375, 'OOD': 0.75, 'Overall': 0.5}
 """
 
 from __future__ import annotations

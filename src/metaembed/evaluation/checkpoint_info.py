@@ -86,11 +86,6 @@ class CheckpointInfo:
         return int(self.config.get("num_candidate_meta_tokens", 64))
 
     @property
-    def budgets(self) -> list[tuple[int, int]]:
-        """The checkpoint's trained budget groups ``(r_q, r_c)``."""
-        return [(int(q), int(c)) for q, c in self.config.get("budgets") or []]
-
-    @property
     def max_tokens(self) -> int | None:
         """Input tokens the backbone accepts once the meta tokens are appended."""
         limit = self.text_config.get("max_position_embeddings")

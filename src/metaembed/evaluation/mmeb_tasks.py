@@ -56,10 +56,9 @@ class MMEBTask(AbsTaskRetrieval):
         image_dir: Folder the parquet image paths are relative to; defaults to where ``images.zip`` unzips.
     """
 
-    subset: ClassVar[MMEBSubset]
-    # The instruction is inside every MMEB query text, as MMEB publishes it: it is not declared as the task prompt,
+    # The instruction is inside every MMEB query text, as MMEB publishes it. It is not declared as the task prompt,
     # so no instruction-following model adds it a second time.
-    instruction_in_text: ClassVar[bool] = True
+    subset: ClassVar[MMEBSubset]
 
     def __init__(
         self,

@@ -36,9 +36,7 @@ METAEMBED_CITATION = r"""
 }
 """
 REGISTRY_LOADER_NAME = "MetaEmbedMultiVectorWrapper"
-_KNOWN_LICENSES = frozenset(
-    typing.get_args(typing.get_args(Licenses)[0]) if typing.get_args(Licenses) else ()
-)
+_KNOWN_LICENSES = frozenset(typing.get_args(Licenses))
 
 
 def _license(value: Any) -> str | None:

@@ -45,8 +45,9 @@ def _known_names() -> list[str]:
 
 def unknown_task_error(name: str) -> ValueError:
     """A ``ValueError`` naming ``name`` and the closest known task, benchmark and MMEB names."""
-    matches = difflib.get_close_matches(name, _known_names(), n=5, cutoff=0.6)
-    lowered = [known for known in _known_names() if known.lower() == name.lower()]
+    known = _known_names()
+    matches = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
+    lowered = [candidate for candidate in known if candidate.lower() == name.lower()]
     matches = list(dict.fromkeys(lowered + matches))
     hint = (
         f" Close matches: {', '.join(matches)}."

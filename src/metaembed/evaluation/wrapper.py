@@ -133,7 +133,7 @@ def dataset_items(dataset: Any, start: int, stop: int) -> list[Any]:
     items: list[Any] = []
     for text, image in zip(texts, images):
         image = _image_value(image)
-        items.append(text or "" if image is None else {"text": text or None, "image": image})
+        items.append((text or "") if image is None else {"text": text or None, "image": image})
     return items
 
 
