@@ -95,13 +95,16 @@ def sentence_transformers_snippet(model_id: str, budget: tuple[int, int]) -> str
     )
 
 
-def default_mteb_snippet(model_id: str) -> str:
+def default_mteb_snippet(model_id: str, budget: tuple[int, int]) -> str:
+    r_q, r_c = budget
     return (
+        "# pip install metaembed  (this project: the mteb wrapper with budgets); mteb downloads the task's data\n"
         "import mteb\n"
-        "from metaembed.evaluation import metaembed_model_meta\n\n"
-        f'meta = metaembed_model_meta("{model_id}")\n'
-        'tasks = mteb.get_tasks(tasks=["Vidore2ESGReportsRetrieval"])\n'
-        "results = mteb.evaluate(meta.load_model(), tasks=tasks)"
+        "from metaembed.evaluation import MetaEmbedWrapper\n\n"
+        f'model = MetaEmbedWrapper("{model_id}", budget=({r_q}, {r_c}))\n'
+        'results = mteb.evaluate(model, mteb.get_tasks(tasks=["Vidore2ESGReportsRetrieval"]))\n'
+        "# every budget in one pass: metaembed eval --model "
+        f'{model_id} --tasks "ViDoRe(v2)" --budgets all'
     )
 
 
@@ -254,7 +257,7 @@ def build_model_card(
         quality_note=quality_note,
         transformers_snippet=transformers_snippet(model_id, example_budget, multimodal),
         sentence_transformers_snippet=sentence_transformers_snippet(model_id, example_budget),
-        mteb_snippet=mteb_snippet or default_mteb_snippet(model_id),
+        mteb_snippet=mteb_snippet or default_mteb_snippet(model_id, example_budget),
         training_details=training_details or "No training details were recorded for this checkpoint.",
     )
 
