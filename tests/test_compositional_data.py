@@ -224,3 +224,21 @@ def test_export_matches_the_mmeb_eval_layout(tmp_path, test_split):
     some = next((tmp_path / IMAGES_DIR).rglob("*.png"))
     with Image.open(some) as image:
         assert image.size == (112, 112) and image.mode == "RGB"
+
+
+def test_export_loads_through_the_project_mmeb_reader(tmp_path, test_split):
+    from metaembed.evaluation.mmeb_data import load_mmeb_subset
+    from metaembed.experiments.evaluation import shapes_subset
+
+    export_mmeb(test_split, tmp_path)
+    for family, examples in test_split.items():
+        split = load_mmeb_subset(shapes_subset(family), data_dir=tmp_path)
+        queries, corpus = split["queries"], split["corpus"]
+        assert len(queries) == len(examples)
+        texts = dict(zip(corpus["id"], corpus["text"]))
+        for query_id, example in zip(queries["id"], examples):
+            candidates = split["top_ranked"][query_id]
+            assert len(candidates) == len(example.candidates)
+            assert split["relevant_docs"][query_id] == {candidates[0]: 1}
+            assert texts[candidates[0]] == example.positive.text
+        assert ("image" in queries.column_names) == any(e.query.scene is not None for e in examples)

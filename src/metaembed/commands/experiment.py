@@ -19,6 +19,15 @@ import sys
 logger = logging.getLogger(__name__)
 
 
+def _quiet_progress_bars() -> None:
+    """Nine trainings and forty-five evaluations would print hundreds of loader bars; the log says enough."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def _run_mmr_ablation(args: argparse.Namespace) -> int:
     import torch
 
@@ -35,6 +44,7 @@ def _run_mmr_ablation(args: argparse.Namespace) -> int:
         protocol = dataclasses.replace(protocol, name=f"{protocol.name}+custom", **overrides)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    _quiet_progress_bars()
     report = run_mmr_ablation(protocol, args.output_dir, device=args.device, variants=args.variants)
     sys.stdout.write(
         f"\nPrecision@1 (%), mean ± std over seeds {list(protocol.seeds)} (preset {protocol.name}, "
@@ -80,7 +90,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="Override the preset's seeds (marks the run custom).",
     )
-    ablation.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
+    ablation.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's). On a CPU shared with other jobs, 1 is often much faster.",
+    )
     ablation.set_defaults(func=_run_mmr_ablation)
 
 

@@ -1,36 +1,64 @@
-"""Scoring a model on subsets exported in MMEB-eval's layout, at every budget, from one encoding pass.
+"""Scoring a trained model on the exported shape subsets through the project's mteb MMEB path, at every budget.
 
-Every query is encoded once at the full query budget and every distinct candidate once at the full candidate
-budget; each budget ``(r_q, r_c)`` then reads prefixes of those vectors (for a causal backbone the prefix *is* the
-budgeted encoding). The metric is MMEB's Precision@1: the share of queries whose positive (the first candidate)
-scores above every other candidate of its own list.
-
-The data side follows MMEB-eval exactly: ``<|image_1|>`` is removed from texts, ``""`` means no image, image paths
-are relative to ``<root>/images``, and candidates are de-duplicated by ``(text, image path)`` within a subset.
-
-Ties: a positive that ties with another candidate counts as a miss (a model that gives every input the same vector
-scores 0, never 100%).
+The test split is exported in MMEB-eval's layout (:func:`metaembed.data.compositional.export_mmeb`); each family
+becomes an :class:`metaembed.evaluation.MMEBSubset` and an ``MMEBTask`` reading that folder, exactly as a published
+MMEB subset is read (``<|image_1|>`` removed, candidates de-duplicated by ``(text, image path)``, Precision@1 over
+each query's own list, ties resolved as mteb does: see :mod:`metaembed.evaluation.mmeb_tasks`). The model is saved
+as a checkpoint and loaded back by :class:`metaembed.evaluation.MetaEmbedWrapper`, and
+:func:`metaembed.evaluation.run_budget_sweep` encodes every input once at the full budget and scores every budget
+from prefixes of those vectors.
 
 Example:
-    >>> scores = score_mmeb_layout(model, processor, "shapes-mmeb", ["ShapesT2I"], budgets=[(1, 1), (2, 4)])
+    >>> scores = evaluate_checkpoint("ckpt", "shapes-mmeb", ["t2i", "vqa"], budgets=[(1, 1), (16, 64)])
     >>> sorted(scores)
-    ['1x1', '2x4']
+    ['16x64', '1x1']
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import torch
-
-from ..data.compositional import IMAGES_DIR, MMEB_IMAGE_MARKER, PARQUET_NAME
-from ..modeling_metaembed import maxsim_scores
+from ..data.compositional import (
+    CLASSIFICATION_INSTRUCTION,
+    GROUNDING_INSTRUCTION,
+    I2T_INSTRUCTION,
+    META_TASKS,
+    SUBSET_NAMES,
+    T2I_INSTRUCTION,
+    VQA_INSTRUCTION,
+)
 
 logger = logging.getLogger(__name__)
+
+# mteb category (query modalities 2 candidate modalities; MMEB text always carries an instruction) and description.
+_SUBSET_INFO: dict[str, tuple[str, str, str]] = {
+    "t2i": (
+        "t2it",
+        T2I_INSTRUCTION,
+        "Generated shape scenes: caption to image, one-edit hard negative images.",
+    ),
+    "i2t": (
+        "it2t",
+        I2T_INSTRUCTION,
+        "Generated shape scenes: image to caption, one-edit hard negative captions.",
+    ),
+    "classification": (
+        "it2t",
+        CLASSIFICATION_INSTRUCTION,
+        "Generated shapes: count, colour and shape labels.",
+    ),
+    "vqa": ("it2t", VQA_INSTRUCTION, "Generated shape scenes: colour, shape, count and relation questions."),
+    "grounding": (
+        "it2t",
+        GROUNDING_INSTRUCTION,
+        "Generated shape scenes: referring expression to description.",
+    ),
+}
 
 
 def budget_name(budget: Sequence[int]) -> str:
@@ -38,96 +66,92 @@ def budget_name(budget: Sequence[int]) -> str:
     return f"{budget[0]}x{budget[1]}"
 
 
-def _read_subset(root: Path, subset: str) -> tuple[list[Any], list[Any], list[list[int]]]:
-    """Queries, distinct candidates and each query's candidate indices (positive first) of one subset."""
-    import pyarrow.parquet as pq
+def shapes_subset(family: str) -> Any:
+    """The :class:`~metaembed.evaluation.MMEBSubset` of a shape task family (all generated subsets are "OOD")."""
+    from ..evaluation import MMEBSubset
 
-    path = root / subset / PARQUET_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"No {PARQUET_NAME} for subset {subset!r} under {root} (looked for {path}).")
-    table = pq.read_table(path).to_pydict()
-    image_root = root / IMAGES_DIR
-
-    def item(text: str, image: str, row: int) -> Any:
-        text = text.replace(MMEB_IMAGE_MARKER.strip(), "").strip()
-        if not image:
-            return text
-        file = image_root / image
-        if not file.is_file():
-            raise FileNotFoundError(f"{subset} row {row}: image {image!r} is missing (looked for {file}).")
-        return {"text": text or None, "image": str(file)}
-
-    queries = [item(t, i, row) for row, (t, i) in enumerate(zip(table["qry_text"], table["qry_img_path"]))]
-    index: dict[tuple[str, str], int] = {}
-    candidates: list[Any] = []
-    lists: list[list[int]] = []
-    for row, (texts, images) in enumerate(zip(table["tgt_text"], table["tgt_img_path"])):
-        ids: list[int] = []
-        for text, image in zip(texts, images):
-            key = (text, image)
-            if key not in index:
-                index[key] = len(candidates)
-                candidates.append(item(text, image, row))
-            if index[key] not in ids:
-                ids.append(index[key])
-        lists.append(ids)
-    return queries, candidates, lists
+    category, instruction, description = _SUBSET_INFO[family]
+    return MMEBSubset(
+        SUBSET_NAMES[family], META_TASKS[family], "OOD", category, instruction.strip(), description
+    )
 
 
-def precision_at_1(scores: torch.Tensor, lists: Sequence[Sequence[int]]) -> float:
-    """Share of queries whose first listed candidate scores strictly above the others of its list.
+@functools.cache
+def _task_class(family: str) -> type:
+    from ..evaluation import MMEBTask
+    from ..evaluation.mmeb_tasks import _metadata
 
-    Example:
-        >>> precision_at_1(torch.tensor([[0.9, 0.1, 0.5], [0.2, 0.2, 0.1]]), [[0, 1, 2], [0, 1]])
-        0.5
-    """
-    hits = 0
-    for row, ids in enumerate(lists):
-        values = scores[row, list(ids)]
-        hits += bool(len(ids) == 1 or values[0] > values[1:].max())
-    return hits / len(lists)
+    subset = shapes_subset(family)
+    # MMEB's metadata with the dataset pointed at generated data: nothing of it exists on the Hub.
+    metadata = _metadata(subset).model_copy(
+        update={
+            "dataset": {"path": "generated/metaembed-shapes", "revision": "v1", "name": subset.name},
+            "reference": None,
+            "date": None,
+            "bibtex_citation": "",
+            "license": "apache-2.0",
+        }
+    )
+    name = "ShapesTask" + re.sub(r"[^0-9A-Za-z]", "", subset.name)
+    return type(name, (MMEBTask,), {"subset": subset, "metadata": metadata, "__module__": __name__})
 
 
-def score_mmeb_layout(
-    model: Any,
-    processor: Any,
-    root: str | os.PathLike,
-    subsets: Sequence[str],
+def shapes_mmeb_tasks(data_dir: str | os.PathLike, families: Sequence[str]) -> list[Any]:
+    """mteb tasks (``MMEBTask``) over the shape subsets exported under ``data_dir``."""
+    unknown = [f for f in families if f not in SUBSET_NAMES]
+    if unknown:
+        raise ValueError(f"Unknown task families {unknown}; choose among {list(SUBSET_NAMES)}.")
+    return [_task_class(family)(data_dir=os.fspath(data_dir)) for family in families]
+
+
+def evaluate_checkpoint(
+    checkpoint_dir: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    families: Sequence[str],
     budgets: Sequence[Sequence[int]],
+    *,
+    device: str | None = None,
     batch_size: int = 64,
+    name: str | None = None,
+    results_dir: str | os.PathLike | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Precision@1 of ``model`` on MMEB-layout ``subsets`` under ``root``, at every budget.
+    """Precision@1 of a saved checkpoint on the exported shape subsets, at every budget, through mteb.
 
     Args:
-        model: A `MetaEmbedModel` (on any device; embeddings come back on the CPU).
-        processor: Its `MetaEmbedProcessor`.
-        root: Directory with ``<subset>/test-00000-of-00001.parquet`` and ``images/``.
-        subsets: Subset folder names.
-        budgets: `(r_q, r_c)` pairs, each validated by the model's config.
+        checkpoint_dir: A directory written by :func:`metaembed.checkpoint.save_checkpoint`.
+        data_dir: The MMEB-layout export of the test split.
+        families: Task families to score.
+        budgets: `(r_q, r_c)` pairs, validated by the checkpoint's config.
+        device: Where to encode (CUDA when available by default).
         batch_size: Items per forward pass.
+        name: ``org/name`` recorded in mteb's results.
+        results_dir: Where mteb writes its result files (kept in memory when None).
 
     Returns:
-        ``{budget name: {subset: precision@1}}``.
+        ``{budget name: {family: precision@1 in [0, 1]}}``.
     """
-    root = Path(root)
-    budgets = [model.config.check_budget_pair(tuple(b)) for b in budgets]
-    results: dict[str, dict[str, float]] = {budget_name(b): {} for b in budgets}
-    model.eval()
-    for subset in subsets:
-        queries, candidates, lists = _read_subset(root, subset)
-        query_vectors = model.encode_queries(queries, processor, batch_size=batch_size)
-        candidate_vectors = model.encode_candidates(candidates, processor, batch_size=batch_size)
-        for r_q, r_c in budgets:
-            scores = maxsim_scores(query_vectors[:, :r_q], candidate_vectors[:, :r_c])
-            results[budget_name((r_q, r_c))][subset] = precision_at_1(scores, lists)
-        logger.info(
-            "%s: %d queries, %d distinct candidates, P@1 %s",
-            subset,
-            len(queries),
-            len(candidates),
-            {name: round(r[subset], 3) for name, r in results.items()},
-        )
-    return results
+    import mteb
+
+    from ..evaluation import MetaEmbedWrapper, run_budget_sweep
+
+    wrapper = MetaEmbedWrapper(
+        os.fspath(checkpoint_dir), device=device, backend="transformers", dtype="float32", name=name
+    )
+    tasks = shapes_mmeb_tasks(data_dir, families)
+    sweep = run_budget_sweep(
+        wrapper,
+        tasks,
+        [tuple(b) for b in budgets],
+        cache=mteb.ResultCache(os.fspath(results_dir)) if results_dir is not None else None,
+        encode_kwargs={"batch_size": batch_size},
+        overwrite_strategy="always",
+        record_default=False,
+    )
+    family_of = {task.metadata.name: family for task, family in zip(tasks, families)}
+    return {
+        budget_name(budget): {family_of[task]: float(score) for task, score in scores.items()}
+        for budget, scores in sorted(sweep.scores.items())
+    }
 
 
-__all__ = ["budget_name", "precision_at_1", "score_mmeb_layout"]
+__all__ = ["budget_name", "evaluate_checkpoint", "shapes_mmeb_tasks", "shapes_subset"]

@@ -8,8 +8,8 @@ Three variants share one backbone size, one dataset, one optimiser setting and t
 - ``no_mmr``: the same model trained only at the full budget (16, 64).
 
 Each is trained from random weights (a small Qwen2.5-VL, see :mod:`.shapes_model`) on the train split of
-:mod:`metaembed.data.compositional`, then scored with Precision@1 on the test split exported in MMEB-eval's layout,
-at every budget it has. Everything repeats for every seed; the report gives mean ± std over seeds per task family
+:mod:`metaembed.data.compositional`, saved as a checkpoint, and scored with Precision@1 on the test split exported in
+MMEB-eval's layout through the project's mteb MMEB path (:mod:`.evaluation`), at every budget it has. Everything repeats for every seed; the report gives mean ± std over seeds per task family
 and overall, a plot of score against budget, and the raw numbers as JSON.
 
 The protocol is fixed in :data:`PRESETS` before any run; a run records it next to its results.
@@ -36,8 +36,9 @@ from typing import Any
 
 import torch
 
+from ..checkpoint import save_checkpoint
 from ..data.compositional import FAMILIES, SUBSET_NAMES, export_mmeb, generate_dataset
-from .evaluation import score_mmeb_layout
+from .evaluation import evaluate_checkpoint
 from .reporting import OVERALL, aggregate, markdown_table, paired_difference, plot_scores
 from .shapes_model import ModelSpec, build_shapes_model, count_parameters
 from .training import TrainSettings, train_metaembed
@@ -235,7 +236,7 @@ def run_mmr_ablation(
         "protocol": protocol.to_dict(),
         "variants": {v: VARIANTS[v] for v in variants},
         "subsets": subsets,
-        "metric": "Precision@1 (%), a positive tied with another candidate counts as a miss",
+        "metric": "Precision@1 (%) through metaembed.evaluation's MMEB tasks (mteb; ties as mteb_tasks documents)",
         "environment": {
             "device": device,
             "torch": torch.__version__,
@@ -264,26 +265,27 @@ def run_mmr_ablation(
                 device=device,
             )
             trained = time.perf_counter()
-            with torch.inference_mode():
-                by_subset = score_mmeb_layout(
-                    model,
-                    processor,
-                    data_dir,
-                    list(subsets.values()),
-                    budgets=spec.budgets,
-                    batch_size=protocol.eval_batch_size,
-                )
-            family_of = {subset: family for family, subset in subsets.items()}
-            scores = {
-                budget: {family_of[subset]: value for subset, value in values.items()}
-                for budget, values in by_subset.items()
-            }
+            parameters = count_parameters(model)
+            checkpoint = save_checkpoint(
+                model.cpu(), processor, output_dir / "checkpoints" / f"{variant}-seed{seed}"
+            )
+            del model
+            scores = evaluate_checkpoint(
+                checkpoint,
+                data_dir,
+                protocol.families,
+                spec.budgets,
+                device=device,
+                batch_size=protocol.eval_batch_size,
+                name=f"local/shapes-{protocol.name}-{variant}-seed{seed}",
+            )
             report["runs"].append(
                 {
                     "variant": variant,
                     "seed": seed,
                     "groups": [list(g) for g in groups],
-                    "parameters": count_parameters(model),
+                    "parameters": parameters,
+                    "checkpoint": str(checkpoint),
                     "scores": scores,
                     "train_log": log,
                     "train_seconds": round(trained - tick, 2),
@@ -291,7 +293,6 @@ def run_mmr_ablation(
                 }
             )
             _write_json(output_dir / "results.json", report)
-            del model
 
     report["table"] = aggregate(report["runs"])
     report["claims"] = _claims(report["runs"], protocol) if set(variants) == set(VARIANTS) else {}
