@@ -66,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="Target seconds per timed peer run before subsampling N.",
     )
+    scoring.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (default: torch's own choice)."
+    )
     scoring.add_argument("--seed", type=int, default=0, help="Seed of the synthetic embeddings.")
     scoring.add_argument(
         "--json", type=Path, default=None, metavar="PATH", help="Write the results as JSON here."
@@ -74,9 +77,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_scoring(args: argparse.Namespace) -> int:
+    import torch
+
     from ..bench.scoring import ScoringBenchmarkConfig, format_table, run_scoring_benchmark
     from ..index import canonical_dtype
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"--threads must be positive, got {args.threads}.")
+        torch.set_num_threads(args.threads)
     config = ScoringBenchmarkConfig(
         device=args.device,
         candidates=args.candidates,
