@@ -59,7 +59,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="auto",
         help="Scoring GEMM layout: per-slot GEMMs with a running max, or stacked GEMMs and one max.",
     )
-    scoring.add_argument("--repeats", type=int, default=None, help="Timed runs per measurement (median).")
+    scoring.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="Timed runs per measurement (the best is reported, the median kept in the JSON).",
+    )
     scoring.add_argument(
         "--peer-seconds",
         type=float,
