@@ -37,6 +37,16 @@ EXAMPLE_QUERIES = (
 )
 
 
+def _cpu_has_fast_bf16() -> bool:
+    """Whether training should autocast to bfloat16: on CUDA, or on CPUs with native bf16 matrix units."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 @dataclass
 class QuickstartSettings:
     """Knobs of the quickstart; the defaults finish in a few minutes on two CPU cores.
@@ -57,6 +67,7 @@ class QuickstartSettings:
     max_train_pairs: int | None = None
     max_test_pairs: int | None = 400
     with_nommr: bool = True
+    bf16: bool = field(default_factory=lambda: _cpu_has_fast_bf16())
     seed: int = 42
 
 
@@ -193,6 +204,9 @@ def train_variant(settings: QuickstartSettings, train_pairs: list[Any], *, mmr: 
             "save_strategy": "no",
             "report_to": [],
             "dataloader_drop_last": True,
+            "bf16": settings.bf16,
+            # transformers asks for an explicit use_cpu before it autocasts to bf16 on a CPU.
+            "use_cpu": not torch.cuda.is_available(),
             "disable_tqdm": False,
         },
         "seed": settings.seed,

@@ -31,15 +31,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..quickstart import QuickstartSettings, run_quickstart
 
-    run_quickstart(
-        QuickstartSettings(
-            output_dir=args.output_dir,
-            train_steps=args.train_steps,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            max_test_pairs=args.max_test_pairs,
-            max_train_pairs=args.max_train_pairs,
-            with_nommr=not args.no_nommr,
-        )
-    )
+    options = {
+        "output_dir": args.output_dir,
+        "train_steps": args.train_steps,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "max_test_pairs": args.max_test_pairs,
+        "max_train_pairs": args.max_train_pairs,
+    }
+    settings = QuickstartSettings(**{key: value for key, value in options.items() if value is not None})
+    if args.no_nommr:
+        settings.with_nommr = False
+    run_quickstart(settings)
     return 0
