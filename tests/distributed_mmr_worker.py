@@ -56,6 +56,7 @@ def main(output: str) -> None:
         dist.all_reduce(gradient)  # DDP's average: the sum over ranks divided by the world size
     if rank == 0:
         torch.save({"loss": loss / world, "gradients": {k: g / world for k, g in gradients.items()}}, output)
+    dist.barrier()  # no rank tears gloo down while another still talks to it
     dist.destroy_process_group()
 
 

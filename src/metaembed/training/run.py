@@ -85,10 +85,11 @@ def load_model_and_processor(config: TrainConfig) -> tuple[Any, Any]:
     return model, processor
 
 
-def training_arguments(config: TrainConfig, gather: bool):
+def training_arguments(config: TrainConfig, gather: bool, lora: bool = True):
     """`MultiVectorEncoderTrainingArguments` from the config's `training` section, with this project's defaults:
     the paper's learning rate and warm-up, no duplicate texts in a batch (they would be false negatives), no
-    external loggers, and equal batches on every process when positives are gathered."""
+    external loggers, equal batches on every process when positives are gathered, and (with LoRA, where every
+    trainable parameter takes part in every step) no search for unused parameters under DDP."""
     from sentence_transformers.base.training_args import BatchSamplers
     from sentence_transformers.multi_vector_encoder.training_args import MultiVectorEncoderTrainingArguments
 
@@ -100,6 +101,7 @@ def training_arguments(config: TrainConfig, gather: bool):
         "report_to": "none",
         "seed": config.seed,
         "dataloader_drop_last": gather,
+        **({"ddp_find_unused_parameters": False} if lora else {}),
         **config.training,
     }
     # transformers 5 renamed gradient checkpointing; both spellings are accepted in the config.
@@ -187,7 +189,15 @@ def train(
         mmr=config.loss.mmr,
         gather_across_devices=gather,
     )
-    args = training_arguments(config, gather)
+    logger.info(
+        "MMR loss over budget groups %s (weights %s, temperature %g), gather_across_devices=%s over %d process(es).",
+        loss.budgets,
+        loss.weights,
+        loss.temperature,
+        gather,
+        _world_size(),
+    )
+    args = training_arguments(config, gather, lora=config.lora.enabled)
     trainer = MultiVectorEncoderTrainer(
         model=encoder,
         args=args,
