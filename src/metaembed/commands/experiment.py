@@ -74,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--preset",
         choices=sorted(PRESETS),
         default="cpu",
-        help="Fixed protocol: 'cpu' (about 15 min on 2 cores), 'gpu' (larger model, more steps), 'smoke' (seconds).",
+        help="Fixed protocol: 'cpu' (about 16 CPU-minutes), 'gpu' (larger model, more steps), 'smoke' (seconds).",
     )
     ablation.add_argument("--output-dir", default="outputs/mmr_ablation", help="Where results go.")
     ablation.add_argument(

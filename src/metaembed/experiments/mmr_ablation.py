@@ -106,7 +106,7 @@ class AblationProtocol:
 
 
 # The protocols, fixed before the first full run. The CPU preset is sized to the 20-minute limit on two cores; the
-# GPU preset is the same experiment with a 12x larger backbone, 4x the data and 6x the steps.
+# GPU preset is the same experiment with a 10x larger backbone, 5x the training data and 7.5x the steps.
 PRESETS: dict[str, AblationProtocol] = {
     "cpu": AblationProtocol(
         name="cpu",
@@ -122,7 +122,7 @@ PRESETS: dict[str, AblationProtocol] = {
         train=TrainSettings(steps=400, batch_size=32, learning_rate=1e-3, warmup_steps=40),
         train_per_family=2560,
         test_per_family=200,
-        notes="CPU version: 2 cores, about 12-17 minutes.",
+        notes="CPU version: about 16 CPU-minutes (22 min wall on a shared 2-core machine, 1 thread).",
     ),
     "gpu": AblationProtocol(
         name="gpu",
