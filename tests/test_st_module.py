@@ -343,3 +343,17 @@ def test_loading_without_trust_remote_code_is_refused(tiny_models, tmp_path):
     saved = save_checkpoint(model, processor, tmp_path / "saved")
     with pytest.raises(ValueError, match="trust_remote_code=True"):
         MultiVectorEncoder(str(saved), device="cpu")
+
+
+def test_saved_prompts_become_instructions_after_loading(tiny_models, tmp_path):
+    from sentence_transformers import MultiVectorEncoder
+
+    model, processor = tiny_models("qwen2")
+    saved = save_checkpoint(
+        model, processor, tmp_path / "saved", prompts={"query": "Find the matching docstring."}
+    )
+    encoder = MultiVectorEncoder(str(saved), trust_remote_code=True, device="cpu")
+    expected = model.encode_queries(TEXTS, processor, instruction="Find the matching docstring.")
+    torch.testing.assert_close(torch.stack(encoder.encode_query(TEXTS)), expected, atol=1e-5, rtol=0)
+    plain = model.encode_candidates(DOCUMENTS, processor)
+    torch.testing.assert_close(torch.stack(encoder.encode_document(DOCUMENTS)), plain, atol=1e-5, rtol=0)

@@ -294,3 +294,28 @@ def test_tiny_qwen2_5_vl_trains_and_loads_with_both_apis(tmp_path, one_thread):
         atol=0,
         rtol=0,
     )
+
+
+def test_data_sources_files_folders_and_datasets(tmp_path):
+    from metaembed.training.data import load_source
+
+    rows = Dataset.from_dict({"query": ["q0", "q1"], "positive": ["p0", "p1"]})
+    rows.to_csv(tmp_path / "pairs.csv")
+    rows.to_parquet(tmp_path / "pairs.parquet")
+    rows.to_json(tmp_path / "pairs.jsonl")
+    rows.save_to_disk(tmp_path / "saved")
+    for source in (
+        tmp_path / "pairs.csv",
+        str(tmp_path / "pairs.parquet"),
+        [tmp_path / "pairs.jsonl", tmp_path / "pairs.jsonl"],
+        tmp_path / "saved",
+        {"name": str(tmp_path / "saved")},
+        rows,
+    ):
+        loaded = load_source(source)
+        assert loaded["query"][:2] == ["q0", "q1"], source
+    with pytest.raises(ValueError, match="not found"):
+        load_source(tmp_path / "missing.jsonl")
+    (tmp_path / "pairs.txt").write_text("q\tp\n")
+    with pytest.raises(ValueError, match="must all be one of"):
+        load_source(tmp_path / "pairs.txt")
