@@ -65,3 +65,16 @@ def test_format_table_shows_single_vector_rows():
 
     table = format_table([Row("baseline", None, 0.5, 0.25, 1.0, 768)])
     assert "| baseline | single vector | 0.5000 | 0.2500 | 1.00 | 768 |" in table
+
+
+def test_cli_options_left_out_keep_the_settings_defaults(monkeypatch):
+    import metaembed.quickstart as quickstart
+    from metaembed.cli import main
+
+    received = []
+    monkeypatch.setattr(quickstart, "run_quickstart", received.append)
+    assert main(["quickstart"]) == 0
+    assert received == [QuickstartSettings()]
+    assert main(["quickstart", "--train-steps", "7", "--no-nommr"]) == 0
+    assert received[1].train_steps == 7 and received[1].with_nommr is False
+    assert received[1].batch_size == QuickstartSettings().batch_size

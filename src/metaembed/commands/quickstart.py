@@ -16,12 +16,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "searches the held-out documents, and evaluates every budget through mteb."
         ),
     )
-    parser.add_argument("--output-dir", type=Path, default=Path("outputs/quickstart"))
-    parser.add_argument("--train-steps", type=int, default=150)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=1e-4)
-    parser.add_argument("--max-test-pairs", type=int, default=600, help="Held-out pairs to evaluate on.")
-    parser.add_argument("--max-train-pairs", type=int, default=None)
+    # Defaults live in QuickstartSettings only; an option left out keeps the settings' value.
+    parser.add_argument("--output-dir", type=Path, help="Where everything is written (outputs/quickstart).")
+    parser.add_argument("--train-steps", type=int, help="Training steps per variant.")
+    parser.add_argument("--batch-size", type=int, help="(query, document) pairs per step.")
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--max-test-pairs", type=int, help="Held-out pairs to evaluate on.")
+    parser.add_argument("--max-train-pairs", type=int)
     parser.add_argument(
         "--no-nommr", action="store_true", help="Skip the NoMMR ablation (halves training time)."
     )
