@@ -370,6 +370,11 @@ def test_dimension_and_dtype_mismatch_raise_value_error():
         index.search(torch.ones(1, 2, DIM, dtype=torch.int32))
     with pytest.raises(ValueError, match=r"r_c=5 .*1\.\.4"):
         index.search(torch.randn(1, 2, DIM), budget=(1, 5))
+    bad_query = torch.randn(1, 2, DIM)
+    bad_query[0, 1, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        index.search(bad_query, budget=(2, 4))
+    assert index.search(bad_query, budget=(1, 4)).ids == [["a"]]  # the NaN vector is outside the budget
 
 
 def test_bad_items_are_rejected_at_add_naming_the_item():

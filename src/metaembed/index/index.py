@@ -479,12 +479,13 @@ class MetaEmbedIndex:
                 f"Dimension mismatch: queries have d={padded.shape[-1]} but this index stores d={self.dim}. "
                 "Encode queries with the model the index was built with."
             )
-        if not bool(torch.isfinite(padded).all()):
-            raise ValueError("Queries contain NaN or inf values.")
         r_q, r_c = validate_budget(
             budget, max_query_vectors=padded.shape[1], max_candidate_vectors=self.max_candidate_vectors
         )
-        return padded[:, :r_q], (r_q, r_c)
+        scored = padded[:, :r_q]
+        if not bool(torch.isfinite(scored).all()):  # only the vectors the budget scores
+            raise ValueError("Queries contain NaN or inf values.")
+        return scored, (r_q, r_c)
 
     def _blocks(
         self, queries: Tensor, r_c: int, chunk_bytes: int | None = None
