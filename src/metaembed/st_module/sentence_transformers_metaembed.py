@@ -131,13 +131,13 @@ def _take_prefix(side: torch.Tensor | list[torch.Tensor], count: int | None, rol
 
 
 def nonzero_vector_mask(side: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
-    """True for vectors that are not all zeros: padding or empty index slots never take part in a max."""
+    """True for vectors that are not all zeros: padding or empty index slots never take part in a max. A corpus
+    tensor is read in blocks, so the check never holds a full-size temporary."""
     if isinstance(side, list):
-        return [
-            item.abs().amax(dim=-1) > 0 if item.shape[0] else item.new_zeros(0, dtype=torch.bool)
-            for item in side
-        ]
-    return side.abs().amax(dim=-1) > 0
+        return [item.ne(0).any(dim=-1) for item in side]
+    return (
+        torch.cat([block.ne(0).any(dim=-1) for block in side.split(256)]) if len(side) else side.ne(0).any(-1)
+    )
 
 
 def _combine_masks(mask: Any, derived: Any) -> Any:
