@@ -506,3 +506,25 @@ def test_from_budget_major_equals_extend():
     broken[3, 17, 0] = float("inf")
     with pytest.raises(ValueError, match=r"'17' \(vector 3\).*NaN or inf"):
         MetaEmbedIndex.from_budget_major(broken, dtype="bfloat16")
+
+
+def test_running_topk_with_uneven_query_chunks_equals_a_global_topk():
+    from metaembed.index.topk import RunningTopK
+
+    generator = torch.Generator().manual_seed(9)
+    scores = torch.randn(5, 40, generator=generator)
+    running = RunningTopK(5, 4)
+    # Blocks of candidates arrive for different row ranges, as segments with different plans produce.
+    for (q0, q1), (c0, c1) in [
+        ((0, 2), (0, 3)),
+        ((2, 5), (0, 10)),
+        ((0, 5), (10, 25)),
+        ((0, 3), (3, 10)),
+        ((3, 5), (25, 40)),
+        ((0, 3), (25, 40)),
+    ]:
+        running.update(q0, q1, scores[q0:q1, c0:c1], c0)
+    got_scores, got_positions = running.result(limit=40)
+    expected = scores.topk(4, dim=1)
+    assert torch.equal(got_positions, expected.indices)
+    assert torch.equal(got_scores, expected.values)

@@ -55,12 +55,19 @@ class RunningTopK:
         self.k = k
         self.scores = torch.full((n_queries, k), float("-inf"), device=device)
         self.positions = torch.full((n_queries, k), PLACEHOLDER_POSITION, dtype=torch.int64, device=device)
+        self._started = [False] * n_queries  # rows that already hold real results
 
     def update(self, q0: int, q1: int, scores: Tensor, first_position: int) -> None:
         """Offers ``scores [q1 - q0, b]`` of the candidates at positions ``first_position + 0..b-1``."""
         top = min(self.k, scores.shape[1])
         block_scores, block_index = scores.topk(top, dim=1)
         block_positions = block_index + first_position
+        started = self._started[q0:q1]
+        self._started[q0:q1] = [True] * (q1 - q0)
+        if top == self.k and not any(started):  # the rows' first block: nothing to merge with
+            self.scores[q0:q1] = block_scores
+            self.positions[q0:q1] = block_positions
+            return
         merged_scores = torch.cat([self.scores[q0:q1], block_scores], dim=1)
         merged_positions = torch.cat([self.positions[q0:q1], block_positions], dim=1)
         best_scores, best = merged_scores.topk(self.k, dim=1)
