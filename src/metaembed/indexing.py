@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -138,20 +139,6 @@ def load_model(
     return model, processor
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
 def _distributed_rank_and_size() -> tuple[int, int]:
     """(rank, world size) under `accelerate launch` / `torchrun`, else (0, 1)."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -250,7 +237,7 @@ def build_index(
         }
         if clashes:
             raise ValueError(f"{directory} holds an index of another model or dtype: {clashes} (saved, now).")
-    _atomic_write(config_path, json.dumps(index_config, indent=2) + "\n")
+    atomic_write_text(config_path, json.dumps(index_config, indent=2) + "\n")
 
     shard = directory / f"shard-{rank:05d}"
     if (shard / "manifest.json").exists():
@@ -272,7 +259,7 @@ def build_index(
 
     def flush_skipped() -> None:
         lines = "".join(json.dumps(record) + "\n" for record in skipped.values())
-        _atomic_write(skipped_path, lines)
+        atomic_write_text(skipped_path, lines)
 
     def encode_pending() -> int:
         nonlocal pending

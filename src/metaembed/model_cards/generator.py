@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from ..fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -265,18 +266,7 @@ def build_model_card(
 def save_model_card(checkpoint_dir: str | os.PathLike, **kwargs: Any) -> Path:
     """Builds the card with [`build_model_card`] and writes it atomically to `checkpoint_dir/README.md`."""
     card = build_model_card(checkpoint_dir, **kwargs)
-    path = Path(checkpoint_dir) / "README.md"
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".README.md.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(str(card))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    path = atomic_write_text(Path(checkpoint_dir) / "README.md", str(card))
     logger.info("Wrote the model card to %s", path)
     return path
 

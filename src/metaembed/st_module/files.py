@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..fileio import atomic_write_text
 from .encoder import MODULE_CLASS_REFERENCE
 from .sentence_transformers_metaembed import MODULE_CONFIG_NAME, SHIPPED_FILE_NAME
 
@@ -27,16 +27,7 @@ ST_FILE_NAMES = ("modules.json", "config_sentence_transformers.json", MODULE_CON
 
 def _write_json(path: Path, payload: Any) -> None:
     """Atomic: a temporary file in the same folder, then a rename."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            json.dump(payload, file, indent=2, sort_keys=True)
-            file.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def sentence_transformers_config(
