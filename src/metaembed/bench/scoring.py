@@ -7,7 +7,8 @@ For every budget ``(r_q, r_c)`` it measures, in one run and on one device:
 - **plain GEMM**: the same FLOPs as one GEMM per candidate slot with no max (the batched ceiling),
   timed in alternation with our batch so both see the same machine load;
 - **sentence-transformers** ``util.similarity.maxsim`` and a **naive chunked einsum** (the
-  colpali-engine / pylate loop), one query each, on contiguous item-major bf16 copies of the same data;
+  colpali-engine / pylate loop), one query each, on contiguous item-major bf16 copies of the same data,
+  timed in alternation with our one-query search so all three see the same machine load;
 - the card's **ceilings**: bf16 GEMM TFLOP/s and copy GB/s (read + write), from which the memory floor
   of one query (index bytes / copy bandwidth) follows.
 
@@ -117,15 +118,16 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
-class _PeerTimer:
-    """Times a peer on as many candidates as fit ``peer_seconds`` and ``peer_max_bytes``, then scales."""
+class _PeerPlanner:
+    """Picks how many candidates a peer is timed on (``peer_seconds`` and ``peer_max_bytes`` bound it)."""
 
     def __init__(self, config: ScoringBenchmarkConfig, slots: torch.Tensor, device: torch.device) -> None:
         self.config, self.slots, self.device = config, slots, device
 
-    def __call__(
+    def plan(
         self, peer: Callable[[torch.Tensor, torch.Tensor], Any], query: torch.Tensor, r_c: int
-    ) -> tuple[float, int]:
+    ) -> tuple[Callable[[], Any], int]:
+        """Returns a call of ``peer`` on the first ``n`` candidates (item-major, contiguous) and ``n``."""
         total = self.slots.shape[1]
         per_candidate = r_c * self.slots.shape[2] * self.slots.element_size()
         budget = self.config.peer_max_bytes
@@ -146,8 +148,7 @@ class _PeerTimer:
             else int(total * self.config.peer_seconds / projected_seconds)
         )
         n = max(pilot, min(n, cap))
-        timing = time_call(runner(n), device=self.device, repeats=2, max_seconds=self.config.peer_seconds)
-        return timing.min_ms * total / n, n
+        return runner(n), n
 
 
 def run_scoring_benchmark(config: ScoringBenchmarkConfig) -> dict[str, Any]:
@@ -177,7 +178,7 @@ def run_scoring_benchmark(config: ScoringBenchmarkConfig) -> dict[str, Any]:
         index = MetaEmbedIndex.from_budget_major(
             slots, dtype=config.dtype, device=device, chunk_bytes=config.chunk_bytes
         )
-    peer_timer = _PeerTimer(config, slots, device)
+    peer_planner = _PeerPlanner(config, slots, device)
     plain_out = torch.empty(
         batch * max_rq,
         max(1, min(n, config.chunk_bytes // (batch * max_rq * 2))),
@@ -187,11 +188,19 @@ def run_scoring_benchmark(config: ScoringBenchmarkConfig) -> dict[str, Any]:
     rows = []
     for r_q, r_c in config.budgets:
         budget = (r_q, r_c)
-        logger.info("Budget %s: ours (one query, then a batch of %d)...", budget, batch)
+        logger.info("Budget %s: ours, one query, in alternation with the peers...", budget)
         one = queries[:1, :r_q]
-        ours_one = time_call(
-            partial(index.search, one, budget, k=10), device=device, repeats=config.repeats, max_seconds=5
+        st_run, st_n = peer_planner.plan(st_maxsim, one, r_c)
+        einsum_run, einsum_n = peer_planner.plan(naive_einsum_maxsim, one, r_c)
+        ours_one, st_timing, einsum_timing = time_interleaved(
+            [partial(index.search, one, budget, k=10), st_run, einsum_run],
+            device=device,
+            repeats=config.repeats,
+            max_seconds=6 * config.peer_seconds,
         )
+        del st_run, einsum_run  # the peers' item-major copies
+        st_ms, einsum_ms = st_timing.min_ms * n / st_n, einsum_timing.min_ms * n / einsum_n
+        logger.info("Budget %s: ours, a batch of %d, in alternation with a plain GEMM...", budget, batch)
         flat = queries[:, :r_q].reshape(batch * r_q, dim)
         ours_batch, plain = time_interleaved(
             [
@@ -202,9 +211,6 @@ def run_scoring_benchmark(config: ScoringBenchmarkConfig) -> dict[str, Any]:
             repeats=4,
             max_seconds=20,
         )
-        logger.info("Budget %s: sentence-transformers maxsim and the naive einsum (one query)...", budget)
-        st_ms, st_n = peer_timer(st_maxsim, one, r_c)
-        einsum_ms, einsum_n = peer_timer(naive_einsum_maxsim, one, r_c)
         flops = 2 * r_q * r_c * dim * n
         index_bytes = index.nbytes(r_c)
         ideal_bytes = n * r_c * dim * index.prefix(1)[0][0].element_size()
