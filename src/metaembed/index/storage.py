@@ -42,9 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import struct
-import uuid
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -55,6 +53,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..fileio import TMP_MARKER, atomic_write
 from .quantization import SAFETENSORS_DTYPES, STORAGE_DTYPES, canonical_dtype, is_quantized
 
 __all__ = [
@@ -62,7 +61,6 @@ __all__ = [
     "CorruptIndexError",
     "SegmentData",
     "SegmentInfo",
-    "atomic_write",
     "read_manifest",
     "read_segment",
     "remove_unreferenced",
@@ -76,7 +74,6 @@ SEGMENT_FORMAT_NAME = "metaembed.index.segment"
 FORMAT_VERSION = 1
 _ALIGNMENT = 64
 _IO_CHUNK = 16 * 2**20
-_TMP_MARKER = ".tmp-"
 
 
 class CorruptIndexError(ValueError):
@@ -105,41 +102,6 @@ class SegmentData:
     lengths: Tensor  # [n] int32
     ids: list[str]
     metadata: list[Any]
-
-
-def _fsync_directory(directory: Path) -> None:
-    with contextlib.suppress(OSError):  # not every platform / filesystem can fsync a directory
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write(path: Path, chunks: Iterable[bytes | memoryview]) -> tuple[int, str]:
-    """Writes ``chunks`` to ``path`` atomically: temporary file, flush, fsync, ``os.replace``.
-
-    Returns:
-        ``(size in bytes, crc32 as 8 hex digits)`` of what was written.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}{_TMP_MARKER}{uuid.uuid4().hex[:8]}")
-    crc, size = 0, 0
-    try:
-        with open(tmp, "wb") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-                crc = zlib.crc32(chunk, crc)
-                size += len(chunk) if isinstance(chunk, bytes) else chunk.nbytes
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_directory(path.parent)
-    return size, f"{crc:08x}"
 
 
 def _tensor_bytes(tensor: Tensor) -> Iterable[memoryview]:
@@ -374,7 +336,7 @@ def remove_unreferenced(directory: Path, keep: set[str]) -> None:
     """
     for path in Path(directory).iterdir():
         name = path.name
-        stale_tmp = name.startswith(".") and _TMP_MARKER in name
+        stale_tmp = name.startswith(".") and TMP_MARKER in name
         old_segment = name.startswith("segment-") and name.endswith(".safetensors") and name not in keep
         if stale_tmp or old_segment:
             with contextlib.suppress(OSError):
