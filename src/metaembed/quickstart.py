@@ -30,11 +30,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 DEMO_REPO_ID = "metaembed-demo/minilm-stdlib-docstrings"
-EXAMPLE_QUERIES = (
-    "Return the number of items in a sequence.",
-    "Parse a URL into components.",
-    "Compress data with the deflate algorithm.",
-)
+NUM_EXAMPLE_QUERIES = 3
 
 
 def _cpu_has_fast_bf16() -> bool:
@@ -399,30 +395,23 @@ def run_quickstart(settings: QuickstartSettings | None = None) -> dict[str, Any]
         model, corpus_file, index_dir, processor=processor, model_name=DEMO_REPO_ID, batch_size=32
     )
     low, high = (1, 1), (settings.num_query_meta_tokens, settings.num_candidate_meta_tokens)
+    # Real held-out queries, spread over the test modules; each one's own docstring is the expected hit.
+    step = max(1, len(test_pairs) // NUM_EXAMPLE_QUERIES)
+    examples = test_pairs[::step][:NUM_EXAMPLE_QUERIES]
+    queries = [pair.query for pair in examples]
     for budget in (low, high):
-        hits = search_index(
-            index_dir, list(EXAMPLE_QUERIES), model=model, processor=processor, budget=budget, k=3
-        )
-        for query, query_hits in zip(EXAMPLE_QUERIES, hits):
-            logger.info("budget %s  %r", budget, query)
+        hits = search_index(index_dir, queries, model=model, processor=processor, budget=budget, k=3)
+        for pair, query_hits in zip(examples, hits):
+            logger.info("budget %s  %r  (expected %s:%s)", budget, pair.query, pair.module, pair.name)
             for rank, hit in enumerate(query_hits, start=1):
                 logger.info("   %d. %.3f %s", rank, hit["score"], hit["id"])
     two_stage = search_index(
-        index_dir,
-        list(EXAMPLE_QUERIES),
-        model=model,
-        processor=processor,
-        first_stage=low,
-        rerank=high,
-        candidates=50,
-        k=3,
+        index_dir, queries, model=model, processor=processor, first_stage=low, rerank=high, candidates=50, k=3
     )
-    exhaustive = search_index(
-        index_dir, list(EXAMPLE_QUERIES), model=model, processor=processor, budget=high, k=3
-    )
+    exhaustive = search_index(index_dir, queries, model=model, processor=processor, budget=high, k=3)
     agreement = sum(
         [h["id"] for h in a] == [h["id"] for h in b] for a, b in zip(two_stage, exhaustive)
-    ) / len(EXAMPLE_QUERIES)
+    ) / len(queries)
     logger.info(
         "Two-stage search (shortlist 50 at %s, re-rank at %s) agrees with exhaustive search on %.0f%% of "
         "the example queries' top 3.",
