@@ -228,3 +228,29 @@ def test_cli_index_then_search(checkpoint, corpus, tmp_path, capsys):
     # Rerunning the same command resumes: nothing new, nothing doubled.
     assert main(["index", checkpoint, str(corpus), str(out), "--no-progress"]) == 0
     assert "Indexed 0 new items" in capsys.readouterr().out
+
+
+def test_accelerate_launch_writes_one_shard_per_rank(checkpoint, corpus, tmp_path):
+    """`accelerate launch --num_processes 2 metaembed index ...`: each rank writes its own shard, search reads both.
+
+    `--multi_gpu` selects accelerate's multi-process launcher (torchrun underneath), the one a multi-GPU node uses;
+    on this GPU-less machine it starts two CPU processes with RANK / WORLD_SIZE set. (`--cpu` always starts a single
+    process unless MPI is configured.)
+    """
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "launched"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "metaembed.cli",
+        "index", checkpoint, str(corpus), str(out), "--no-progress",
+    ]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    sharded = open_index(out)
+    assert isinstance(sharded, ShardedIndex) and len(sharded.shards) == 2
+    assert all(len(shard) > 0 for shard in sharded.shards)
+    assert sorted(sharded.shards[0].ids + sharded.shards[1].ids) == sorted(GOOD_IDS)
