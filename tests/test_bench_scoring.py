@@ -59,7 +59,8 @@ def test_quantized_index_is_compared_to_bf16(tmp_path):
     assert main(["bench", "scoring", *TINY, "--dtype", "fp8", "--budgets", "2,4", "--json", str(path)]) == 0
     (row,) = json.loads(path.read_text())["rows"]
     assert row["memory_ratio_vs_bf16"] == pytest.approx((32 + 4) / 64)  # one byte per value plus a scale
-    assert 0 <= row["top10_overlap_vs_bf16"] <= 1
+    # The benchmark's data has topic structure, so a sound fp8 index keeps bf16's top 10 (the GPU target is >= 0.99).
+    assert row["top10_overlap_vs_bf16"] >= 0.99
     assert row["bf16_one_query_ms"] > 0
 
 

@@ -443,11 +443,13 @@ def test_reader_during_appends_sees_consistent_snapshots(tmp_path):
     writer_index.extend([str(i) for i in range(5)], vectors_for(0, 5))
     writer_index.save(tmp_path)
     done = threading.Event()
+    first_read = threading.Event()  # the writer starts appending only once the reader holds a snapshot
     errors: list[BaseException] = []
     seen_sizes: set[int] = set()
 
     def write() -> None:
         try:
+            first_read.wait(timeout=30)
             start = 5
             for round_number in range(12):
                 writer_index.extend([str(i) for i in range(start, start + 7)], vectors_for(start, 7))
@@ -469,10 +471,11 @@ def test_reader_during_appends_sees_consistent_snapshots(tmp_path):
                 stored = snapshot.score(torch.ones(1, 1, dim), budget=(1, 1))[0]  # = dim * i / 1000
                 torch.testing.assert_close(stored, torch.arange(size, dtype=torch.float32) * dim / 1000)
                 seen_sizes.add(size)
-                if done.is_set():
-                    break
+                first_read.set()
         except BaseException as error:  # pragma: no cover - reported below
             errors.append(error)
+        finally:
+            first_read.set()
 
     threads = [threading.Thread(target=write), threading.Thread(target=read)]
     for thread in threads:
