@@ -349,9 +349,9 @@ def search_index(
             raise ValueError(f"{directory} does not record its model; pass --model.")
         model, processor = load_model(str(name))
     two_stage = first_stage is not None or rerank is not None
-    r_q = (rerank or (model.config.num_query_meta_tokens, 0))[0] if two_stage else None
-    if budget is not None:
-        r_q = model.config.check_budget_pair(budget)[0]
+    # Encode only the query vectors the widest stage reads (None: all of them); encode_queries validates it.
+    widest = budget if budget is not None else rerank
+    r_q = widest[0] if widest is not None else None
     query_vectors = model.encode_queries(list(queries), processor, budget=r_q)
     if two_stage:
         result = index.search(
@@ -359,15 +359,11 @@ def search_index(
         )
     else:
         result = index.search(query_vectors, budget=budget, k=k)
-    shards = index.shards if hasattr(index, "shards") else [index]
-    metadata_of = {}
-    for shard in shards:
-        metadata_of.update({item_id: shard for item_id in shard.ids})
     hits = []
     for ids, scores in zip(result.ids, result.scores.tolist()):
         hits.append(
             [
-                {"id": item_id, "score": float(score), "metadata": metadata_of[item_id].get_metadata(item_id)}
+                {"id": item_id, "score": float(score), "metadata": index.get_metadata(item_id)}
                 for item_id, score in zip(ids, scores)
             ]
         )

@@ -55,19 +55,7 @@ def time_call(
     At least one timed run is always made. Reports the minimum (what the code costs; contention from
     other processes only adds time) and the median.
     """
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    times: list[float] = []
-    spent = 0.0
-    while len(times) < max(1, repeats) and (not times or spent < max_seconds):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        elapsed = time.perf_counter() - start
-        times.append(elapsed * 1e3)
-        spent += elapsed
-    return Timing(median_ms=statistics.median(times), min_ms=min(times), runs=len(times))
+    return time_interleaved([fn], device=device, repeats=repeats, max_seconds=max_seconds, warmup=warmup)[0]
 
 
 def time_interleaved(
@@ -76,13 +64,16 @@ def time_interleaved(
     device: torch.device | str,
     repeats: int,
     max_seconds: float = float("inf"),
+    warmup: int = 1,
 ) -> list[Timing]:
     """Times several calls in alternation (a, b, a, b, ...) so each sees the same machine load.
 
-    Use it for ratios between calls (ours vs. a plain GEMM) on a shared machine.
+    Use it for ratios between calls (ours vs. a plain GEMM) on a shared machine. Each call first runs
+    ``warmup`` times untimed.
     """
-    for fn in fns:
-        fn()
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
     synchronize(device)
     times: list[list[float]] = [[] for _ in fns]
     spent = 0.0

@@ -86,6 +86,16 @@ class ShardedIndex:
     def __len__(self) -> int:
         return sum(len(s) for s in self.shards)
 
+    def __contains__(self, item_id: object) -> bool:
+        return any(item_id in shard for shard in self.shards)
+
+    def get_metadata(self, item_id: str) -> Any:
+        """The metadata stored with an item, from whichever shard holds it."""
+        for shard in self.shards:
+            if item_id in shard:
+                return shard.get_metadata(item_id)
+        raise KeyError(f"No item with id {item_id!r} in any of the {len(self.shards)} shards.")
+
     def nbytes(self, r_c: int | None = None) -> int:
         """Exact bytes a search at budget ``r_c`` reads over every shard."""
         return sum(s.nbytes(r_c) for s in self.shards)
