@@ -77,7 +77,6 @@ class Row:
     recall_at_1: float
     latency_ms_per_query: float
     index_bytes_per_document: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _step(number: int, text: str) -> None:
