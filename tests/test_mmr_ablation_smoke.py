@@ -10,7 +10,7 @@ import torch
 
 from metaembed import cli
 from metaembed.data.compositional import FAMILIES, generate_dataset, iter_items, vocabulary_texts
-from metaembed.experiments.mmr_ablation import PRESETS, VARIANTS
+from metaembed.experiments.mmr_ablation import PRESETS, VARIANTS, content_gate
 from metaembed.experiments.reporting import aggregate, paired_difference
 from metaembed.experiments.shapes_model import build_shapes_model, build_word_tokenizer
 from metaembed.experiments.training import ProcessedBatches, train_metaembed, unique_positive_batches
@@ -92,6 +92,21 @@ def test_claims_use_seed_paired_differences():
     assert cell["mean"] == pytest.approx(51.0) and cell["std"] == pytest.approx(1.0) and cell["n"] == 3
 
 
+def test_content_gate_needs_every_seed_above_chance_by_the_margin():
+    def run(variant: str, seed: int, overall: float) -> dict:
+        return {
+            "variant": variant,
+            "seed": seed,
+            "train_probe": {"t2i": overall - 0.01, "vqa": overall + 0.01},
+        }
+
+    runs = [run("mmr", 0, 0.20), run("mmr", 1, 0.16), run("no_mmr", 0, 0.30), run("no_mmr", 1, 0.149)]
+    gate = content_gate(runs, chance_percent=10.0, margin=5.0)
+    assert gate["mmr"]["passed"] and gate["mmr"]["scores"] == pytest.approx([20.0, 16.0])
+    # One seed 4.9 points above chance fails the variant.
+    assert not gate["no_mmr"]["passed"]
+
+
 def test_smoke_run_from_the_command_line(tmp_path, capsys):
     output = tmp_path / "ablation"
     threads = torch.get_num_threads()
@@ -112,6 +127,7 @@ def test_smoke_run_from_the_command_line(tmp_path, capsys):
         torch.set_num_threads(threads)
     printed = capsys.readouterr().out
     assert "| MetaEmbed + MMR | (1, 1) |" in printed
+    assert "Content gate" in printed
 
     report = json.loads((output / "results.json").read_text())
     assert report["protocol"]["name"] == "smoke"
@@ -129,6 +145,11 @@ def test_smoke_run_from_the_command_line(tmp_path, capsys):
     assert groups["no_mmr"] == [list(SMOKE.model.budgets[-1])]
     assert groups["single_vector"] == [[1, 1]]
     assert set(report["claims"]) >= {"multi_vector_beats_single_vector", "no_mmr_low_budget_collapses"}
+    assert set(report["content_gate"]) == set(VARIANTS)
+    for run in report["runs"]:
+        assert set(run["train_probe"]) == set(FAMILIES)
+    assert report["claims_readable"] == all(entry["passed"] for entry in report["content_gate"].values())
+    assert (output / "mmeb-train-probe" / "ShapesVQA" / "test-00000-of-00001.parquet").is_file()
     assert (output / "mmr_ablation.png").stat().st_size > 0
     assert "mean ± std" in (output / "table.md").read_text()
     assert (output / "mmeb" / "ShapesT2I" / "test-00000-of-00001.parquet").is_file()
@@ -136,7 +157,7 @@ def test_smoke_run_from_the_command_line(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_full_cpu_ablation(tmp_path):
-    """The README's figure: the `cpu` preset end to end (about 15 minutes on 2 cores). Checks shape, not scores."""
+    """The README's figure: the `cpu` preset end to end (about 20-25 minutes on 2 cores). Checks shape, not scores."""
     from metaembed.experiments.mmr_ablation import run_mmr_ablation
 
     report = run_mmr_ablation(PRESETS["cpu"], tmp_path / "cpu", device="cpu")

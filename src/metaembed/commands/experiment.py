@@ -46,9 +46,15 @@ def _run_mmr_ablation(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     _quiet_progress_bars()
     report = run_mmr_ablation(protocol, args.output_dir, device=args.device, variants=args.variants)
+    gate = "; ".join(
+        f"{variant} {'passed' if entry['passed'] else 'FAILED'}"
+        for variant, entry in report["content_gate"].items()
+    )
+    verdict = "" if report["claims_readable"] else " The claims' verdicts must not be read."
     sys.stdout.write(
         f"\nPrecision@1 (%), mean ± std over seeds {list(protocol.seeds)} (preset {protocol.name}, "
-        f"{report['runtime_seconds']:.0f}s)\n\n{report['markdown_table']}\n\nPlot: {report['plot']}\n"
+        f"{report['runtime_seconds']:.0f}s)\n\n{report['markdown_table']}\n\n"
+        f"Content gate (training queries above chance): {gate}.{verdict}\nPlot: {report['plot']}\n"
     )
     return 0
 
@@ -74,7 +80,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--preset",
         choices=sorted(PRESETS),
         default="cpu",
-        help="Fixed protocol: 'cpu' (about 16 CPU-minutes), 'gpu' (larger model, more steps), 'smoke' (seconds).",
+        help=(
+            "Fixed protocol: 'cpu' (about 20-25 minutes on 2 cores), 'cpu-v1' (the first CPU protocol), 'gpu' "
+            "(larger model, more steps), 'smoke' (seconds)."
+        ),
     )
     ablation.add_argument("--output-dir", default="outputs/mmr_ablation", help="Where results go.")
     ablation.add_argument(
