@@ -2,8 +2,9 @@
 # GPU variant of the MMR ablation (issue 7): the same experiment as `metaembed experiment mmr-ablation --preset cpu`
 # (single vector vs MetaEmbed with / without MMR, trained from scratch on generated compositional shapes, scored at
 # every budget over seeds 0, 1, 2) with the `gpu` preset: a 3.7M-parameter Qwen2.5-VL (hidden 256, 4 decoder
-# layers, 4 vision blocks) instead of 0.35M, 3000 steps of batch 64 instead of 400 of 32, 5x the training data and
-# 2.5x the test queries. Data loading runs in 6 worker processes.
+# layers, 4 vision blocks) instead of 0.35M, 112 px images, 3000 steps of batch 64 (the CPU presets: 400 or 1200 of
+# 32), 5x the training data and 2.5x the test queries. The content gate of the CPU run applies too. Data loading
+# runs in 6 worker processes.
 #
 # Writes results.json, table.md and mmr_ablation.png under ${OUT:-outputs/mmr_ablation_gpu}/ (the MMEB-layout test
 # data under mmeb/). Not yet timed on a GPU: expect roughly 30-60 minutes on one H100 (nine runs of 3000 steps).
