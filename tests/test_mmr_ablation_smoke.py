@@ -165,3 +165,26 @@ def test_full_cpu_ablation(tmp_path):
     for variant in ("mmr", "no_mmr"):
         assert len(report["table"][variant]) == len(PRESETS["cpu"].model.budgets)
     assert (tmp_path / "cpu" / "mmr_ablation.png").is_file()
+
+
+def test_parallel_jobs_give_the_same_runs_as_one_job(tmp_path):
+    """Two worker processes of one thread each reproduce the one-process run of one thread exactly."""
+    from metaembed.experiments.mmr_ablation import run_mmr_ablation
+
+    protocol = dataclasses.replace(SMOKE, seeds=(0,))
+    threads = torch.get_num_threads()
+    try:
+        serial = run_mmr_ablation(protocol, tmp_path / "serial", device="cpu", jobs=1, threads=1)
+    finally:
+        torch.set_num_threads(threads)
+    parallel = run_mmr_ablation(protocol, tmp_path / "parallel", device="cpu", jobs=2, threads=1)
+    assert [(r["variant"], r["seed"]) for r in parallel["runs"]] == [
+        (r["variant"], r["seed"]) for r in serial["runs"]
+    ]
+    for one, two in zip(serial["runs"], parallel["runs"]):
+        assert one["scores"] == two["scores"]
+        assert [r["loss"] for r in one["train_log"]] == [r["loss"] for r in two["train_log"]]
+    assert parallel["environment"]["jobs"] == 2 and parallel["environment"]["threads"] == 1
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        run_mmr_ablation(protocol, tmp_path / "bad", device="cpu", jobs=0)
+    assert not (tmp_path / "bad").exists()

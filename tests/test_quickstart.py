@@ -35,9 +35,8 @@ def test_every_budget_of_both_variants_and_the_baseline_is_in_the_table(summary)
     baseline = [r for r in rows if r["budget"] is None]
     assert len(baseline) == 1 and baseline[0]["index_bytes_per_document"] == 384 * 2
     for row in rows:
-        assert (
-            0.0 <= row["recall_at_1"] <= row["ndcg_at_10"] + 1e-9 <= 1.0 + 1e-9 or row["recall_at_1"] <= 1.0
-        )
+        # One relevant document per query: a hit at rank 1 is an nDCG@10 of 1, so recall@1 never exceeds nDCG@10.
+        assert 0.0 <= row["recall_at_1"] <= row["ndcg_at_10"] + 1e-9 <= 1.0 + 1e-9
         assert row["latency_ms_per_query"] > 0
     mmr = {tuple(r["budget"]): r for r in rows if r["model"] == "MetaEmbed (MMR)"}
     assert (
@@ -50,7 +49,8 @@ def test_checkpoint_is_shipped_reloaded_and_indexed(summary):
     settings, result = summary
     assert result["reload_max_difference"] < 1e-5
     assert result["indexed"] == result["test_pairs"] == 24 and result["skipped"] == []
-    assert 0.0 <= result["two_stage_top3_agreement"] <= 1.0
+    # The shortlist (50) holds all 24 indexed documents, so re-ranking it at the high budget is exhaustive search.
+    assert result["two_stage_top3_agreement"] == 1.0
     card = ModelCard.load(settings.output_dir / "metaembed-minilm-mmr" / "README.md")
     assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
     assert {r.metric_config for r in card.data.eval_results} == {"budget=1,1", "budget=2,4"}

@@ -5,7 +5,7 @@ MetaEmbed with MMR, MetaEmbed without MMR) on generated compositional shape data
 budget, and writes ``results.json``, ``table.md`` and ``mmr_ablation.png``; the table also goes to stdout.
 
 Example:
-    $ metaembed experiment mmr-ablation --preset cpu --output-dir outputs/mmr_ablation
+    $ metaembed experiment mmr-ablation --preset cpu --jobs 2 --output-dir outputs/mmr_ablation
     $ metaembed experiment mmr-ablation --preset gpu --device cuda --output-dir outputs/mmr_ablation_gpu
 """
 
@@ -42,10 +42,21 @@ def _run_mmr_ablation(args: argparse.Namespace) -> int:
             "Overriding the %r preset with %s: the run is no longer the preset.", args.preset, overrides
         )
         protocol = dataclasses.replace(protocol, name=f"{protocol.name}+custom", **overrides)
-    if args.threads is not None:
+    if args.jobs < 1:
+        raise SystemExit(f"--jobs must be >= 1, got {args.jobs}.")
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit(f"--threads must be >= 1, got {args.threads}.")
+    if args.threads is not None and args.jobs == 1:
         torch.set_num_threads(args.threads)
     _quiet_progress_bars()
-    report = run_mmr_ablation(protocol, args.output_dir, device=args.device, variants=args.variants)
+    report = run_mmr_ablation(
+        protocol,
+        args.output_dir,
+        device=args.device,
+        variants=args.variants,
+        jobs=args.jobs,
+        threads=args.threads,
+    )
     gate = "; ".join(
         f"{variant} {'passed' if entry['passed'] else 'FAILED'}"
         for variant, entry in report["content_gate"].items()
@@ -103,7 +114,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--threads",
         type=int,
         default=None,
-        help="torch CPU threads (default: torch's). On a CPU shared with other jobs, 1 is often much faster.",
+        help=(
+            "torch CPU threads per training (default: torch's with --jobs 1, else 1). On a CPU shared with other "
+            "jobs, 1 is often much faster."
+        ),
+    )
+    ablation.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help=(
+            "Trainings to run at once, each in its own process. On 2 cores, '--jobs 2' (one thread each) finishes "
+            "the cpu preset in about 17 minutes instead of 27 with one job of two threads."
+        ),
     )
     ablation.set_defaults(func=_run_mmr_ablation)
 
