@@ -92,7 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=sorted(PRESETS),
         default="cpu",
         help=(
-            "Fixed protocol: 'cpu' (about 20-25 minutes on 2 cores), 'cpu-v1' (the first CPU protocol), 'gpu' "
+            "Fixed protocol: 'cpu' (about 18 minutes on 2 cores with --jobs 2), 'cpu-v1' (the first CPU protocol), 'gpu' "
             "(larger model, more steps), 'smoke' (seconds)."
         ),
     )
@@ -125,7 +125,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=1,
         help=(
             "Trainings to run at once, each in its own process. On 2 cores, '--jobs 2' (one thread each) finishes "
-            "the cpu preset in about 17 minutes instead of 27 with one job of two threads."
+            "the cpu preset in about 18 minutes instead of 27 with one job of two threads."
         ),
     )
     ablation.set_defaults(func=_run_mmr_ablation)

@@ -135,8 +135,8 @@ PRESETS: dict[str, AblationProtocol] = {
             "CPU version 2 (the default): cpu-v1's model, data, loss and optimiser with 56 px images (a 2x2 grid "
             "of merged visual tokens, one per scene cell: a quarter of the vision cost) and 3x the steps; a content "
             "gate must pass before the claims are read. Chosen on a development split (test stream of data seed 7) "
-            "with the single-vector variant only, before any run on the reported test data. About 20-25 minutes "
-            "on 2 cores with 2 threads."
+            "with the single-vector variant only, before any run on the reported test data. 18 minutes on 2 "
+            "cores with --jobs 2 (27 with one job of two threads)."
         ),
     ),
     "cpu-v1": AblationProtocol(
@@ -379,8 +379,8 @@ def run_mmr_ablation(
         device: ``"cpu"``, ``"cuda"``...; defaults to CUDA when available.
         variants: The variants to run (all three by default).
         jobs: Trainings run at once, each in its own process (1: one after another in this process). Two jobs of one
-            thread each finish the CPU preset about 1.6x sooner on two cores than one job of two threads: the tiny
-            model's operations are too small to keep two threads busy.
+            thread each finish the CPU preset 1.5x sooner on two cores than one job of two threads (18 minutes
+            instead of 27): the tiny model's operations are too small to keep two threads busy.
         threads: Torch threads per training (default: this process's setting when ``jobs`` is 1, else 1).
 
     Returns:
