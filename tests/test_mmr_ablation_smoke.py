@@ -159,11 +159,10 @@ def test_smoke_run_from_the_command_line(tmp_path, capsys):
 def test_full_cpu_ablation(tmp_path):
     """The README's figure: the `cpu` preset end to end (about 18 minutes on 2 cores with two jobs).
 
-    Beyond the report's shape it checks the two findings the README states: every model learned more than the task
-    format (the content gate), and without MMR the lowest budget collapses below MMR's in every seed.
+    Beyond the report's shape it checks that every model still learns more than the task format (the content gate):
+    a training pipeline that silently stops learning fails here. It pins no finding about MMR.
     """
     from metaembed.experiments.mmr_ablation import run_mmr_ablation
-    from metaembed.experiments.reporting import paired_difference
 
     report = run_mmr_ablation(PRESETS["cpu"], tmp_path / "cpu", device="cpu", jobs=2)
     assert len(report["runs"]) == len(VARIANTS) * len(PRESETS["cpu"].seeds)
@@ -171,8 +170,6 @@ def test_full_cpu_ablation(tmp_path):
         assert len(report["table"][variant]) == len(PRESETS["cpu"].model.budgets)
     assert (tmp_path / "cpu" / "mmr_ablation.png").is_file()
     assert report["claims_readable"], report["content_gate"]
-    collapse = paired_difference(report["runs"], ("mmr", "1x1"), ("no_mmr", "1x1"))
-    assert collapse["verdict"] == "supported", collapse
 
 
 def test_parallel_jobs_give_the_same_runs_as_one_job(tmp_path):
@@ -191,8 +188,37 @@ def test_parallel_jobs_give_the_same_runs_as_one_job(tmp_path):
     ]
     for one, two in zip(serial["runs"], parallel["runs"]):
         assert one["scores"] == two["scores"]
+        assert one["train_probe"] == two["train_probe"]
         assert [r["loss"] for r in one["train_log"]] == [r["loss"] for r in two["train_log"]]
     assert parallel["environment"]["jobs"] == 2 and parallel["environment"]["threads"] == 1
-    with pytest.raises(ValueError, match="jobs must be >= 1"):
+    with pytest.raises(ValueError, match=r"jobs must be >= 1, got 0; pass 1"):
         run_mmr_ablation(protocol, tmp_path / "bad", device="cpu", jobs=0)
     assert not (tmp_path / "bad").exists()
+
+
+def test_repeated_seeds_or_variants_are_refused_before_anything_is_written(tmp_path):
+    from metaembed.experiments.mmr_ablation import run_mmr_ablation
+
+    with pytest.raises(ValueError, match=r"The seeds \[0\] are listed more than once"):
+        run_mmr_ablation(dataclasses.replace(SMOKE, seeds=(0, 0)), tmp_path / "seeds", device="cpu")
+    with pytest.raises(ValueError, match=r"The variants \['mmr'\] are listed more than once"):
+        run_mmr_ablation(SMOKE, tmp_path / "variants", device="cpu", variants=["mmr", "mmr"])
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("option", ["--jobs", "--threads"])
+def test_cli_refuses_a_non_positive_jobs_or_threads(option, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["experiment", "mmr-ablation", "--preset", "smoke", option, "0"])
+    assert exit_info.value.code == 2
+    assert f"{option}: expected a whole number >= 1, got 0" in capsys.readouterr().err
+
+
+def test_a_failing_worker_stops_the_parallel_run_with_its_error(tmp_path):
+    from metaembed.experiments.mmr_ablation import run_mmr_ablation
+
+    # More queries per batch than distinct positives: every training fails at its first batch, in the worker.
+    protocol = dataclasses.replace(SMOKE, train=dataclasses.replace(SMOKE.train, batch_size=500))
+    with pytest.raises(ValueError, match="distinct positives, fewer than batch_size=500"):
+        run_mmr_ablation(protocol, tmp_path / "run", device="cpu", jobs=2, threads=1)
+    assert not (tmp_path / "run" / "results.json").exists()

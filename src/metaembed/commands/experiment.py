@@ -29,8 +29,6 @@ def _quiet_progress_bars() -> None:
 
 
 def _run_mmr_ablation(args: argparse.Namespace) -> int:
-    import torch
-
     from metaembed.experiments.mmr_ablation import PRESETS, run_mmr_ablation
 
     protocol = PRESETS[args.preset]
@@ -42,12 +40,6 @@ def _run_mmr_ablation(args: argparse.Namespace) -> int:
             "Overriding the %r preset with %s: the run is no longer the preset.", args.preset, overrides
         )
         protocol = dataclasses.replace(protocol, name=f"{protocol.name}+custom", **overrides)
-    if args.jobs < 1:
-        raise SystemExit(f"--jobs must be >= 1, got {args.jobs}.")
-    if args.threads is not None and args.threads < 1:
-        raise SystemExit(f"--threads must be >= 1, got {args.threads}.")
-    if args.threads is not None and args.jobs == 1:
-        torch.set_num_threads(args.threads)
     _quiet_progress_bars()
     report = run_mmr_ablation(
         protocol,
@@ -68,6 +60,16 @@ def _run_mmr_ablation(args: argparse.Namespace) -> int:
         f"Content gate (training queries above chance): {gate}.{verdict}\nPlot: {report['plot']}\n"
     )
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from error
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -92,8 +94,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=sorted(PRESETS),
         default="cpu",
         help=(
-            "Fixed protocol: 'cpu' (about 18 minutes on 2 cores with --jobs 2), 'cpu-v1' (the first CPU protocol), 'gpu' "
-            "(larger model, more steps), 'smoke' (seconds)."
+            "Fixed protocol: 'cpu' (about 18 minutes on 2 cores with --jobs 2), 'cpu-v1' (the first CPU "
+            "protocol), 'gpu' (larger model, more steps), 'smoke' (seconds)."
         ),
     )
     ablation.add_argument("--output-dir", default="outputs/mmr_ablation", help="Where results go.")
@@ -112,7 +114,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     ablation.add_argument(
         "--threads",
-        type=int,
+        type=_positive_int,
         default=None,
         help=(
             "torch CPU threads per training (default: torch's with --jobs 1, else 1). On a CPU shared with other "
@@ -121,7 +123,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     ablation.add_argument(
         "--jobs",
-        type=int,
+        type=_positive_int,
         default=1,
         help=(
             "Trainings to run at once, each in its own process. On 2 cores, '--jobs 2' (one thread each) finishes "

@@ -232,6 +232,14 @@ def content_gate(
     the chance level of those queries by ``margin`` points. Training queries, not test queries: the gate asks
     whether the model fits its data, not whether it generalises, and it never looks at the reported test split.
 
+    The gate is a floor, not proof of compositional skill: chance is a random ranking's, and a model that knows only
+    the format and VQA's answer prior already sits a couple of points above it.
+
+    Args:
+        runs: Run records with ``"variant"`` and ``"train_probe"`` (``{family: precision@1 in [0, 1]}``).
+        chance_percent: Overall Precision@1 (%) of a random ranking on the same training queries.
+        margin: Points above chance that every seed must reach.
+
     Returns:
         ``{variant: {"scores": [percent per seed], "chance": percent, "margin": points, "passed": bool}}``.
 
@@ -261,7 +269,17 @@ def _chance_percent(examples: Mapping[str, Sequence[Any]]) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class _RunJob:
-    """One training and its two evaluations: a (variant, seed) pair of a protocol."""
+    """One training and its two evaluations: a (variant, seed) pair of a protocol.
+
+    Attributes:
+        protocol: The ablation protocol.
+        variant: A key of :data:`VARIANTS`.
+        seed: The model seed.
+        output_dir: The run's output directory (its checkpoint goes under ``checkpoints/``).
+        data_dir: The MMEB-layout export of the test split.
+        probe_dir: The MMEB-layout export of the content gate's training queries.
+        device: Where to train and encode.
+    """
 
     protocol: AblationProtocol
     variant: str
@@ -315,11 +333,15 @@ _WORKER_EXAMPLES: Sequence[Any] = ()
 
 
 def _init_worker(train_examples: Sequence[Any], threads: int, log_level: int, progress_bars: bool) -> None:
+    """Sets up a spawned worker: its copy of the training examples, its torch threads, logging like the CLI's, and
+    progress bars off when the parent has them off."""
     global _WORKER_EXAMPLES
     _WORKER_EXAMPLES = train_examples
     torch.set_num_threads(threads)
     logging.basicConfig(
-        level=log_level, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
+        level=log_level,
+        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
     )
     if not progress_bars:
         import datasets
@@ -330,6 +352,7 @@ def _init_worker(train_examples: Sequence[Any], threads: int, log_level: int, pr
 
 
 def _worker_train_and_score(job: _RunJob) -> dict[str, Any]:
+    """:func:`_train_and_score` on the worker's training examples."""
     return _train_and_score(job, _WORKER_EXAMPLES)
 
 
@@ -339,14 +362,28 @@ def _run_all(
     """Runs every job, ``jobs`` at a time, yielding each run record as it finishes.
 
     One job at a time runs in this process. Several run in spawned worker processes with ``threads`` torch threads
-    each: a run is a pure function of its protocol, variant and seed, so only the thread count (which changes the
-    order of floating-point sums) can change its numbers, never the number of jobs.
+    each: a run is a pure function of its protocol, variant and seed, so only the thread count (which can change the
+    order of floating-point sums) can change its numbers, never the number of jobs. When a job fails, the jobs not
+    yet started are cancelled and the error is raised at once.
+
+    Args:
+        jobs_list: The runs to do.
+        train_examples: The training examples every run trains on.
+        jobs: Runs at once.
+        threads: Torch threads per run (None: leave this process's setting, with ``jobs`` 1 only).
+
+    Yields:
+        Run records, in the order they finish.
     """
     if jobs == 1:
+        previous = torch.get_num_threads()
         if threads is not None:
             torch.set_num_threads(threads)
-        for job in jobs_list:
-            yield _train_and_score(job, train_examples)
+        try:
+            for job in jobs_list:
+                yield _train_and_score(job, train_examples)
+        finally:
+            torch.set_num_threads(previous)
         return
     import datasets
     import transformers
@@ -358,8 +395,12 @@ def _run_all(
         max_workers=jobs, mp_context=context, initializer=_init_worker, initargs=initargs
     ) as pool:
         futures = [pool.submit(_worker_train_and_score, job) for job in jobs_list]
-        for future in concurrent.futures.as_completed(futures):
-            yield future.result()
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                yield future.result()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 def run_mmr_ablation(
@@ -381,17 +422,32 @@ def run_mmr_ablation(
         jobs: Trainings run at once, each in its own process (1: one after another in this process). Two jobs of one
             thread each finish the CPU preset 1.5x sooner on two cores than one job of two threads (18 minutes
             instead of 27): the tiny model's operations are too small to keep two threads busy.
-        threads: Torch threads per training (default: this process's setting when ``jobs`` is 1, else 1).
+        threads: Torch threads per training (default: this process's setting when ``jobs`` is 1, else 1). This
+            process's setting is restored afterwards.
 
     Returns:
         The report written to ``results.json``.
+
+    Raises:
+        ValueError: An unknown or repeated variant, a repeated seed, or ``jobs`` / ``threads`` below 1.
+
+    Note:
+        With ``jobs`` above 1 the workers are spawned, so a script that calls this at import time needs the usual
+        ``if __name__ == "__main__":`` guard.
     """
     for variant in variants:
         protocol.variant_spec(variant)
+    for name, values in (("variants", list(variants)), ("seeds", list(protocol.seeds))):
+        repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+        if repeated:
+            raise ValueError(
+                f"The {name} {repeated} are listed more than once; list each once (two runs of the same variant and "
+                "seed would write the same checkpoint and count twice in the table)."
+            )
     if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}.")
+        raise ValueError(f"jobs must be >= 1, got {jobs}; pass 1 to run the trainings one after another.")
     if threads is not None and threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}.")
+        raise ValueError(f"threads must be >= 1, got {threads}; pass None to keep torch's setting.")
     if jobs > 1 and threads is None:
         threads = 1
     started = time.perf_counter()
