@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
+from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -153,6 +156,22 @@ def test_smoke_run_from_the_command_line(tmp_path, capsys):
     assert (output / "mmr_ablation.png").stat().st_size > 0
     assert "mean ± std" in (output / "table.md").read_text()
     assert (output / "mmeb" / "ShapesT2I" / "test-00000-of-00001.parquet").is_file()
+
+    # The exploratory hard-negative re-scoring reads the run as the README says.
+    script = Path(__file__).parents[1] / "benchmarks" / "mmr_ablation_hard_negatives.py"
+    spec = importlib.util.spec_from_file_location("mmr_ablation_hard_negatives", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main([str(output / "results.json"), "--json", str(output / "hard.json")]) == 0
+    hard = json.loads((output / "hard.json").read_text())
+    assert [(r["variant"], r["seed"]) for r in hard["runs"]] == [
+        (r["variant"], r["seed"]) for r in report["runs"]
+    ]
+    for run, original in zip(hard["runs"], report["runs"]):
+        assert list(run["scores"]) == list(original["scores"])
+    lists = pq.read_table(output / "mmeb-hard-negatives" / "ShapesT2I" / "test-00000-of-00001.parquet")
+    assert all(2 <= len(targets) <= 4 for targets in lists.column("tgt_text").to_pylist())
+    assert 25.0 <= hard["chance_percent"]["t2i"] <= 50.0
 
 
 @pytest.mark.slow
