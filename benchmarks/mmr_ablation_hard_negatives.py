@@ -28,9 +28,9 @@ from typing import Any
 
 from metaembed.data.compositional import export_mmeb, generate_dataset
 from metaembed.experiments.evaluation import evaluate_checkpoint
-from metaembed.experiments.mmr_ablation import COLUMNS, VARIANTS
+from metaembed.experiments.mmr_ablation import COLUMNS, VARIANTS, chance_percent
 from metaembed.experiments.reporting import aggregate, markdown_table
-from metaembed.fileio import atomic_write_text
+from metaembed.fileio import write_json
 
 logger = logging.getLogger("mmr_ablation_hard_negatives")
 
@@ -53,7 +53,7 @@ def score_run(results_path: Path, work_dir: Path, device: str | None = None) -> 
     split = hard_negative_split(protocol)
     data_dir = work_dir / "mmeb-hard-negatives"
     export_mmeb(split, data_dir, image_size=protocol["train"]["image_size"])
-    chance = {f: 100 * sum(1 / len(e.candidates) for e in rows) / len(rows) for f, rows in split.items()}
+    chance = chance_percent(split)
     runs = []
     for run in report["runs"]:
         budgets = [tuple(int(x) for x in name.split("x")) for name in run["scores"]]
@@ -94,12 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     variants = {v: label for v, label in VARIANTS.items() if v in out["table"]}
     columns = {key: COLUMNS[key] for key in (*FAMILIES, "overall")}
     table = markdown_table(out["table"], variants, columns)
-    chance = ", ".join(f"{COLUMNS[f]} {v:.1f}" for f, v in out["chance_percent"].items())
+    chance = ", ".join(f"{COLUMNS[f]} {v:.1f}" for f, v in out["chance_percent"].items() if f in FAMILIES)
     sys.stdout.write(
         f"\nPrecision@1 (%) against the positive and its hard negatives only\n\n{table}\n\nChance: {chance}\n"
     )
     if args.json is not None:
-        atomic_write_text(args.json, json.dumps(out, indent=2) + "\n")
+        write_json(args.json, out)
         logger.info("Wrote %s", os.fspath(args.json))
     return 0
 

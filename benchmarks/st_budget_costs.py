@@ -12,7 +12,6 @@ Prints Markdown tables and writes JSON. Run: `python benchmarks/st_budget_costs.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import time
@@ -22,6 +21,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from metaembed.fileio import write_json
 
 logger = logging.getLogger("st_budget_costs")
 
@@ -218,9 +219,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['ratio']:.3f}x |")  # fmt: skip
     if args.learning:
         results["learning"] = learning_table(args)
-    output = Path(args.json)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    output = write_json(args.json, results, default=str)
     print(f"\nWrote {output}")
     return 0
 

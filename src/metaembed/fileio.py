@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 import os
 import uuid
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 TMP_MARKER = ".tmp-"
 
@@ -58,4 +61,36 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
-__all__ = ["TMP_MARKER", "atomic_write", "atomic_write_text"]
+def write_json(path: str | os.PathLike, payload: Any, **dumps_kwargs: Any) -> Path:
+    """Writes ``payload`` as indented JSON (with a final newline) atomically, creating the parent folder.
+
+    Example:
+        >>> write_json("outputs/results.json", {"ndcg@10": 0.68})
+        PosixPath('outputs/results.json')
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(path, json.dumps(payload, indent=2, **dumps_kwargs) + "\n")
+
+
+def save_figure(figure: Any, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Saves a matplotlib figure atomically (format from the suffix), creating the parent folder, and closes it.
+
+    Example:
+        >>> save_figure(figure, "outputs/plot.png")
+        PosixPath('outputs/plot.png')
+    """
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(figure)
+    atomic_write(path, [buffer.getbuffer()])
+    return path
+
+
+__all__ = ["TMP_MARKER", "atomic_write", "atomic_write_text", "save_figure", "write_json"]

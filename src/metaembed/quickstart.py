@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from .fileio import save_figure, write_json
+
 logger = logging.getLogger(__name__)
 
 DEMO_REPO_ID = "metaembed-demo/minilm-stdlib-docstrings"
@@ -290,9 +292,7 @@ def write_plot(rows: list[Row], path: Path) -> Path:
     cost.set_xlabel("budget (r_q, r_c)")
     figure.suptitle("MetaEmbed on MiniLM: one model, many budgets")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def format_table(rows: list[Row]) -> str:
@@ -473,7 +473,7 @@ def run_quickstart(settings: QuickstartSettings | None = None) -> dict[str, Any]
         "device": "cpu",
         "threads": torch.get_num_threads(),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out / "summary.json", summary)
     print("\n" + table + "\n")
     print(
         f"Plot: {plot}\nSummary: {out / 'summary.json'}\nCheckpoint: {mmr_dir} (also {DEMO_REPO_ID} in {hub_cache})"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
+from ..fileio import write_json
 from ..scoring import DEFAULT_BUDGETS
 
 logger = logging.getLogger(__name__)
@@ -105,8 +105,7 @@ def _run_scoring(args: argparse.Namespace) -> int:
     )
     result = run_scoring_benchmark(config)
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
         logger.info("Wrote %s", args.json)
     print(format_table(result))  # the final table is the command's output
     return 0

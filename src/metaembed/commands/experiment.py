@@ -19,17 +19,8 @@ import sys
 logger = logging.getLogger(__name__)
 
 
-def _quiet_progress_bars() -> None:
-    """Nine trainings and forty-five evaluations would print hundreds of loader bars; the log says enough."""
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-
-
 def _run_mmr_ablation(args: argparse.Namespace) -> int:
-    from metaembed.experiments.mmr_ablation import PRESETS, run_mmr_ablation
+    from metaembed.experiments.mmr_ablation import PRESETS, quiet_progress_bars, run_mmr_ablation
 
     protocol = PRESETS[args.preset]
     overrides = {}
@@ -40,7 +31,7 @@ def _run_mmr_ablation(args: argparse.Namespace) -> int:
             "Overriding the %r preset with %s: the run is no longer the preset.", args.preset, overrides
         )
         protocol = dataclasses.replace(protocol, name=f"{protocol.name}+custom", **overrides)
-    _quiet_progress_bars()
+    quiet_progress_bars()
     report = run_mmr_ablation(
         protocol,
         args.output_dir,

@@ -9,11 +9,11 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 
+from ..fileio import save_figure, write_json
 from .benchmark import OVERALL, summarize_mmeb
 from .mmeb_subsets import DOMAINS, META_TASKS, TASK_NAME_PREFIX
 from .mmeb_tasks import MMEB_TASK_CLASSES
@@ -106,11 +106,7 @@ def plot_sweep(sweep: SweepResult, path: str | os.PathLike) -> Path:
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def write_sweep_summary(sweep: SweepResult, path: str | os.PathLike) -> Path:
@@ -135,10 +131,7 @@ def write_sweep_summary(sweep: SweepResult, path: str | os.PathLike) -> Path:
         "encode_calls": sweep.encode_calls,
         "wall_seconds": round(sweep.wall_seconds, 3),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    return path
+    return write_json(path, payload)
 
 
 __all__ = ["format_sweep_table", "plot_sweep", "sweep_rows", "write_sweep_summary"]

@@ -26,7 +26,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
-import json
 import logging
 import multiprocessing
 import os
@@ -41,6 +40,7 @@ import torch
 
 from ..checkpoint import save_checkpoint
 from ..data.compositional import FAMILIES, SUBSET_NAMES, export_mmeb, generate_dataset
+from ..fileio import atomic_write_text, write_json
 from .evaluation import evaluate_checkpoint
 from .reporting import OVERALL, aggregate, markdown_table, paired_difference, plot_scores, with_overall
 from .shapes_model import ModelSpec, build_shapes_model, count_parameters
@@ -193,12 +193,6 @@ PRESETS: dict[str, AblationProtocol] = {
 }
 
 
-def _write_json(path: Path, payload: Any) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(temporary, path)
-
-
 def _claims(runs: Sequence[dict[str, Any]], protocol: AblationProtocol) -> dict[str, Any]:
     """The paper's three claims as seed-paired differences (verdict rule in :func:`paired_difference`)."""
     budgets = [f"{q}x{c}" for q, c in protocol.model.budgets]
@@ -260,8 +254,13 @@ def content_gate(
     return gate
 
 
-def _chance_percent(examples: Mapping[str, Sequence[Any]]) -> dict[str, float]:
-    """Expected Precision@1 (percent) of a random ranking per family and overall: the mean of 1 / candidates."""
+def chance_percent(examples: Mapping[str, Sequence[Any]]) -> dict[str, float]:
+    """Expected Precision@1 (percent) of a random ranking per family and overall: the mean of 1 / candidates.
+
+    Example:
+        >>> chance_percent(generate_dataset(10, "test", 0, ("t2i",)))["t2i"]
+        4.166...
+    """
     chance = {f: 100 * sum(1 / len(e.candidates) for e in rows) / len(rows) for f, rows in examples.items()}
     chance[OVERALL] = sum(chance.values()) / len(examples)
     return chance
@@ -328,6 +327,16 @@ def _train_and_score(job: _RunJob, train_examples: Sequence[Any]) -> dict[str, A
     }
 
 
+def quiet_progress_bars() -> None:
+    """Turns off the datasets and transformers progress bars: nine trainings and their evaluations would otherwise
+    print hundreds of loader bars, and the log says enough."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
 # A pool worker's copy of the training examples, set once by `_init_worker` rather than pickled with every job.
 _WORKER_EXAMPLES: Sequence[Any] = ()
 
@@ -344,11 +353,7 @@ def _init_worker(train_examples: Sequence[Any], threads: int, log_level: int, pr
         datefmt="%H:%M:%S",
     )
     if not progress_bars:
-        import datasets
-        import transformers
-
-        datasets.disable_progress_bars()
-        transformers.utils.logging.disable_progress_bar()
+        quiet_progress_bars()
 
 
 def _worker_train_and_score(job: _RunJob) -> dict[str, Any]:
@@ -466,8 +471,8 @@ def run_mmr_ablation(
     export_mmeb(probe, probe_dir, image_size=protocol.train.image_size)
     train_examples = [example for family in protocol.families for example in train[family]]
     subsets = {family: SUBSET_NAMES[family] for family in protocol.families}
-    chance = _chance_percent(test)
-    probe_chance = _chance_percent(probe)
+    chance = chance_percent(test)
+    probe_chance = chance_percent(probe)
 
     report: dict[str, Any] = {
         "experiment": "mmr-ablation",
@@ -498,7 +503,7 @@ def run_mmr_ablation(
         report["runs"].sort(
             key=lambda r: (protocol.seeds.index(r["seed"]), list(variants).index(r["variant"]))
         )
-        _write_json(output_dir / "results.json", report)
+        write_json(output_dir / "results.json", report)
 
     report["table"] = aggregate(report["runs"])
     report["content_gate"] = content_gate(report["runs"], probe_chance[OVERALL], protocol.gate_margin)
@@ -520,11 +525,12 @@ def run_mmr_ablation(
         + f" against chance {e['chance']:.1f})"
         for v, e in report["content_gate"].items()
     )
-    (output_dir / "table.md").write_text(
+    atomic_write_text(
+        output_dir / "table.md",
         f"Precision@1 (%), mean ± std over seeds {seeds} (preset `{protocol.name}`)\n\n{table}\n\n"
         f"Chance (random ranking): {chance_line}\n\n"
         f"Content gate (overall Precision@1 % on {protocol.gate_queries} training queries per family at the full "
-        f"budget, per seed; every seed must beat chance by {protocol.gate_margin:g} points):\n{gate_lines}\n"
+        f"budget, per seed; every seed must beat chance by {protocol.gate_margin:g} points):\n{gate_lines}\n",
     )
     plot = plot_scores(
         report["table"],
@@ -535,9 +541,18 @@ def run_mmr_ablation(
         chance=chance,
     )
     report["plot"] = str(plot)
-    _write_json(output_dir / "results.json", report)
+    write_json(output_dir / "results.json", report)
     logger.info("Done in %.0fs; results in %s", report["runtime_seconds"], output_dir)
     return report
 
 
-__all__ = ["COLUMNS", "PRESETS", "VARIANTS", "AblationProtocol", "content_gate", "run_mmr_ablation"]
+__all__ = [
+    "COLUMNS",
+    "PRESETS",
+    "VARIANTS",
+    "AblationProtocol",
+    "chance_percent",
+    "content_gate",
+    "quiet_progress_bars",
+    "run_mmr_ablation",
+]

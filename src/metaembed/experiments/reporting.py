@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..fileio import save_figure
+
 OVERALL = "overall"
 
 
@@ -170,11 +172,7 @@ def plot_scores(
     axes.flat[0].legend(fontsize=8)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 __all__ = ["OVERALL", "aggregate", "markdown_table", "paired_difference", "plot_scores", "with_overall"]

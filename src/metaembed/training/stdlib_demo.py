@@ -8,13 +8,14 @@ budget before and after. The learning test, the budget-cost benchmark and the qu
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..fileio import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ def train_on_stdlib_docstrings(
     result = StdlibRunResult(
         before, after, Path(config["output_dir"]), seconds, len(train_pairs), len(queries), config
     )
-    (workdir / "recall_at_1.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    write_json(workdir / "recall_at_1.json", result.to_json())
     logger.info("Held-out Recall@1 per budget:\n%s", result.table())
     return result
 
