@@ -119,7 +119,15 @@ def _class_name(subset: MMEBSubset) -> str:
     return "MMEB" + re.sub(r"[^0-9A-Za-z]", "", subset.name.title())
 
 
-def _metadata(subset: MMEBSubset) -> TaskMetadata:
+def mmeb_task_metadata(subset: MMEBSubset) -> TaskMetadata:
+    """The mteb ``TaskMetadata`` of an MMEB subset's task: published dataset, revision, metric, modalities.
+
+    A task over the same layout elsewhere (for instance generated data) copies it and points ``dataset`` at its own.
+
+    Example:
+        >>> mmeb_task_metadata(MMEB_SUBSETS[0]).main_score
+        'precision_at_1'
+    """
     return TaskMetadata(
         name=subset.task_name,
         description=(
@@ -148,7 +156,7 @@ MMEB_TASK_CLASSES: dict[str, type[MMEBTask]] = {
     subset.task_name: type(
         _class_name(subset),
         (MMEBTask,),
-        {"subset": subset, "metadata": _metadata(subset), "__module__": __name__},
+        {"subset": subset, "metadata": mmeb_task_metadata(subset), "__module__": __name__},
     )
     for subset in MMEB_SUBSETS
 }
@@ -180,4 +188,12 @@ def get_mmeb_tasks(
     return [MMEB_TASK_CLASSES[name](data_dir=data_dir, image_dir=image_dir) for name in selected]
 
 
-__all__ = ["MAIN_SCORE", "MMEB_TASK_CLASSES", "TIE_SCORE", "MMEBTask", "get_mmeb_tasks", "mmeb_task_name"]
+__all__ = [
+    "MAIN_SCORE",
+    "MMEB_TASK_CLASSES",
+    "TIE_SCORE",
+    "MMEBTask",
+    "get_mmeb_tasks",
+    "mmeb_task_metadata",
+    "mmeb_task_name",
+]

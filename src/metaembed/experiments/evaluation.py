@@ -79,11 +79,11 @@ def shapes_subset(family: str) -> Any:
 @functools.cache
 def _task_class(family: str) -> type:
     from ..evaluation import MMEBTask
-    from ..evaluation.mmeb_tasks import _metadata
+    from ..evaluation.mmeb_tasks import mmeb_task_metadata
 
     subset = shapes_subset(family)
     # MMEB's metadata with the dataset pointed at generated data: nothing of it exists on the Hub.
-    metadata = _metadata(subset).model_copy(
+    metadata = mmeb_task_metadata(subset).model_copy(
         update={
             "dataset": {"path": "generated/metaembed-shapes", "revision": "v1", "name": subset.name},
             "reference": None,
